@@ -1,0 +1,149 @@
+"""A prompted T5 1.1: frozen backbone (T5X names) + the `prompt` module, and the T5X loss.
+
+The parameter tree is T5X's (`token_embedder`, `encoder`, `decoder`) plus a top-level `prompt`
+subtree, so the frozen part restores from T5X checkpoints without renaming and the trainable part
+is one key: `{"prompt": {"prompt": [P, d]}}`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from prompt_tuning import prompts as prompts_lib
+from prompt_tuning import t5
+
+Array = jax.Array
+Params = Mapping[str, Any]
+PROMPT_KEY = "prompt"
+
+
+class PromptT5(nn.Module):
+  """T5 1.1 encoder-decoder whose encoder input is combined with a soft prompt."""
+  cfg: t5.T5Config
+  prompt_length: int = 100
+  placement: str = "prefix"
+  num_prompts: int = 0  # > 0: a table of prompts, chosen per example by `prompt_ids`
+
+  def setup(self):
+    c = self.cfg
+    self.token_embedder = t5.Embed(c.vocab_size, c.emb_dim, c.compute_dtype)
+    self.encoder = t5.Encoder(c)
+    self.decoder = t5.Decoder(c)
+    self.prompt = prompts_lib.Prompt(self.prompt_length, c.emb_dim, self.num_prompts)
+
+  def encode(self, encoder_input_tokens: Array, prompt_ids: Optional[Array] = None,
+             deterministic: bool = True) -> tuple[Array, Array]:
+    """Returns the prompted encoding [b, L+P, d] and its mask [b, L+P]."""
+    x = self.token_embedder(encoder_input_tokens)
+    mask = encoder_input_tokens > 0
+    if self.prompt_length > 0:
+      x, mask = prompts_lib.combine(self.prompt(prompt_ids), x, mask, self.placement)
+    return self.encoder(x, mask, deterministic), mask
+
+  def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
+             decoder_target_tokens: Optional[Array], deterministic: bool = True,
+             decode: bool = False, position: Array | int = 0) -> Array:
+    """Float32 logits [b, T, vocab]; `decode=True` runs one cached step at `position`."""
+    y = self.token_embedder(decoder_input_tokens)
+    if decode:
+      self_mask = None if decoder_target_tokens is None else _causal_mask(decoder_target_tokens)
+      q_valid = jnp.ones(decoder_input_tokens.shape, bool)
+    else:
+      self_mask = _causal_mask(decoder_target_tokens)
+      q_valid = decoder_target_tokens > 0
+    cross_mask = q_valid[:, None, :, None] & encoder_mask[:, None, None, :]
+    return self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode, position)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array, prompt_ids: Optional[Array] = None,
+               deterministic: bool = True) -> Array:
+    encoded, mask = self.encode(encoder_input_tokens, prompt_ids, deterministic)
+    return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens, deterministic)
+
+
+def _causal_mask(targets: Array) -> Array:
+  """T5X's decoder mask: causal, and only between non-padding target positions."""
+  valid = targets > 0
+  length = targets.shape[1]
+  causal = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
+  return causal[None, None] & valid[:, None, :, None] & valid[:, None, None, :]
+
+
+def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
+          num_prompts: int = 0) -> PromptT5:
+  if placement not in prompts_lib.PLACEMENTS:
+    raise ValueError(f"unknown prompt placement {placement!r}; choose one of "
+                     f"{', '.join(prompts_lib.PLACEMENTS)}")
+  return PromptT5(cfg, prompt_length, placement, num_prompts)
+
+
+def dummy_batch(batch: int, inputs_length: int, targets_length: int) -> dict[str, Array]:
+  shape_in, shape_out = (batch, inputs_length), (batch, targets_length)
+  return {"encoder_input_tokens": jnp.ones(shape_in, jnp.int32),
+          "decoder_input_tokens": jnp.ones(shape_out, jnp.int32),
+          "decoder_target_tokens": jnp.ones(shape_out, jnp.int32)}
+
+
+def init_params(module: PromptT5, rng: Array, inputs_length: int = 8, targets_length: int = 4):
+  """Random parameters (all of them, boxed with logical axes) — for tests and benchmarks."""
+  batch = dummy_batch(1, inputs_length, targets_length)
+  if module.num_prompts:
+    batch["prompt_ids"] = jnp.zeros((1,), jnp.int32)
+  return module.init(rng, **batch)["params"]
+
+
+def split(params: Params) -> tuple[dict, dict]:
+  """(prompt subtree, frozen subtree) of a full parameter tree."""
+  frozen = {k: v for k, v in params.items() if k != PROMPT_KEY}
+  return {PROMPT_KEY: params[PROMPT_KEY]}, frozen
+
+
+def merge(prompt: Params, frozen: Params) -> dict:
+  return {**frozen, **prompt}
+
+
+def cast_frozen(frozen: Params, dtype) -> Any:
+  """Stores frozen weights in `dtype` (e.g. bf16): the forward pass casts them to it anyway."""
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, frozen)
+
+
+def init_prompt(module: PromptT5, initializer: prompts_lib.Initializer, rng: Array,
+                frozen: Params) -> dict:
+  """The prompt subtree, initialized with access to the frozen embedding table."""
+  embedding = frozen["token_embedder"]["embedding"]
+  shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
+  value = initializer(rng, shape, np.asarray(jax.device_get(embedding), np.float32))
+  return {PROMPT_KEY: {"prompt": jnp.asarray(value, jnp.float32)}}
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def cross_entropy_loss(logits: Array, targets: Array, weights: Optional[Array] = None,
+                       z_loss: float = 1e-4, loss_normalizing_factor: Optional[float] = None):
+  """T5X's loss: token cross-entropy + z_loss * logsumexp^2, summed over weighted tokens.
+
+  Returns (loss, stats); with `loss_normalizing_factor=None` the loss is the sum over tokens
+  (T5X's default). Padding (target id 0) gets weight 0 unless weights are given.
+  """
+  if weights is None:
+    weights = (targets > 0).astype(jnp.float32)
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  token_ce = lse - target_logit
+  token_z = z_loss * jnp.square(lse)
+  total = jnp.sum((token_ce + token_z) * weights)
+  if loss_normalizing_factor is not None:
+    total = total / loss_normalizing_factor
+  n_tokens = jnp.sum(weights)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32) * weights
+  stats = {"loss": total, "cross_ent_per_token": jnp.sum(token_ce * weights) / jnp.maximum(n_tokens, 1),
+           "z_loss": jnp.sum(token_z * weights), "accuracy": jnp.sum(correct) / jnp.maximum(n_tokens, 1),
+           "num_tokens": n_tokens}
+  return total, stats

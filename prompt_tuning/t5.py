@@ -1,0 +1,371 @@
+"""T5 1.1 encoder-decoder in Flax with T5X's parameter names, so T5X checkpoints restore as-is.
+
+Architecture of the released `t5_1_1_lm100k_*` checkpoints: RMS layer norm, gated-GELU MLP
+without biases, one relative-position bias table per stack, untied embedding and logits layer,
+no scaling of query logits (T5 folds 1/sqrt(d_kv) into the query initializer).
+
+Every parameter and activation carries logical axis names (see `partitioning.py`), so the same
+module runs on one device or sharded over a (data, model) mesh.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Array = jax.Array
+DType = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Sizes and numerics of a T5 1.1 network (field names follow T5X's `T5Config`)."""
+  vocab_size: int = 32128
+  emb_dim: int = 512
+  num_heads: int = 6
+  num_encoder_layers: int = 8
+  num_decoder_layers: int = 8
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  mlp_activations: tuple[str, ...] = ("gelu", "linear")
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  dropout_rate: float = 0.1
+  dtype: str = "bfloat16"  # compute dtype; logits, softmax and loss are float32
+  remat: str = "none"  # "none" | "full" | "dots": rematerialization of each layer in training
+  attention: str = "xla"  # "xla" (einsum + softmax) | "fused" (jax.nn.dot_product_attention)
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  def replace(self, **kw) -> "T5Config":
+    return dataclasses.replace(self, **kw)
+
+
+# The paper's §3 sizes (T5X `t5_1_1/{small,...}.gin`); dropout is set per run.
+SIZES: dict[str, dict[str, int]] = {
+    "small": dict(emb_dim=512, mlp_dim=1024, num_encoder_layers=8, num_decoder_layers=8, num_heads=6),
+    "base": dict(emb_dim=768, mlp_dim=2048, num_encoder_layers=12, num_decoder_layers=12, num_heads=12),
+    "large": dict(emb_dim=1024, mlp_dim=2816, num_encoder_layers=24, num_decoder_layers=24, num_heads=16),
+    "xl": dict(emb_dim=2048, mlp_dim=5120, num_encoder_layers=24, num_decoder_layers=24, num_heads=32),
+    "xxl": dict(emb_dim=4096, mlp_dim=10240, num_encoder_layers=24, num_decoder_layers=24, num_heads=64),
+}
+
+
+def config_for(size: str, **overrides) -> T5Config:
+  """The T5 1.1 config of a named size ('small' ... 'xxl'), with overrides."""
+  if size not in SIZES:
+    raise ValueError(f"unknown T5 1.1 size {size!r}; choose one of {', '.join(SIZES)}")
+  return T5Config(**{**SIZES[size], **overrides})
+
+
+def param_count(cfg: T5Config) -> int:
+  """Analytic count of the frozen parameters (the paper's Table 4 formula)."""
+  d, f, inner = cfg.emb_dim, cfg.mlp_dim, cfg.num_heads * cfg.head_dim
+  n_mlp_in = len(cfg.mlp_activations)
+  rel = cfg.relative_attention_num_buckets * cfg.num_heads
+  enc = cfg.num_encoder_layers * (4 * d * inner + (n_mlp_in + 1) * d * f + 2 * d) + d + rel
+  dec = cfg.num_decoder_layers * (8 * d * inner + (n_mlp_in + 1) * d * f + 3 * d) + d + rel
+  return 2 * cfg.vocab_size * d + enc + dec
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _partitioned(init: Callable, axes: tuple[str, ...]) -> Callable:
+  return nn.with_logical_partitioning(init, axes)
+
+
+def constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
+  """Annotates an activation with logical axes (a no-op outside a mesh/rules context)."""
+  return nn.with_logical_constraint(x, axes)
+
+
+class RMSNorm(nn.Module):
+  """T5 layer norm: scale only, no mean subtraction, variance in float32."""
+  dtype: DType = jnp.float32
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x32 = jnp.asarray(x, jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = jnp.asarray(x32 * jax.lax.rsqrt(var + self.epsilon), self.dtype)
+    scale = self.param("scale", _partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],),
+                       jnp.float32)
+    return y * jnp.asarray(scale, self.dtype)
+
+
+class Dense(nn.Module):
+  """Bias-free projection with a 2-D kernel, stored as T5X stores it ([in, out])."""
+  features: int
+  kernel_axes: tuple[str, str]
+  kernel_init: Callable = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+  dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", _partitioned(self.kernel_init, self.kernel_axes),
+                        (x.shape[-1], self.features), jnp.float32)
+    return jnp.dot(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
+
+
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> np.ndarray:
+  """T5's log-spaced bucketing of (key position - query position)."""
+  n = -relative_position
+  ret = np.zeros_like(n)
+  if bidirectional:
+    num_buckets //= 2
+    ret += (n < 0).astype(n.dtype) * num_buckets
+    n = np.abs(n)
+  else:
+    n = np.maximum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  large = max_exact + (np.log(n.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
+                       / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(n.dtype)
+  large = np.minimum(large, num_buckets - 1)
+  return ret + np.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+  """One learned bias per (head, bucket), shared by all layers of a stack."""
+  num_buckets: int
+  max_distance: int
+  num_heads: int
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_len: int, k_len: int, q_offset: Array | int = 0) -> Array:
+    table = self.param(
+        "rel_embedding",
+        _partitioned(nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), ("heads", "relpos_buckets")),
+        (self.num_heads, self.num_buckets), jnp.float32)
+    if isinstance(q_offset, int):  # static shapes: bucket ids are numpy constants
+      rel = np.arange(k_len)[None, :] - (np.arange(q_len)[:, None] + q_offset)
+      buckets = jnp.asarray(relative_position_bucket(rel, self.bidirectional, self.num_buckets,
+                                                     self.max_distance))
+    else:  # decoding one step at a dynamic position
+      rel = jnp.arange(k_len)[None, :] - (jnp.arange(q_len)[:, None] + q_offset)
+      buckets = _bucket_jnp(rel, self.bidirectional, self.num_buckets, self.max_distance)
+    return jnp.take(table, buckets, axis=1)[None]  # [1, heads, q, k], float32
+
+
+def _bucket_jnp(rel: Array, bidirectional: bool, num_buckets: int, max_distance: int) -> Array:
+  n = -rel
+  ret = jnp.zeros_like(n)
+  if bidirectional:
+    num_buckets //= 2
+    ret += (n < 0).astype(n.dtype) * num_buckets
+    n = jnp.abs(n)
+  else:
+    n = jnp.maximum(n, 0)
+  max_exact = num_buckets // 2
+  large = max_exact + (jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
+                       / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(n.dtype)
+  return ret + jnp.where(n < max_exact, n, jnp.minimum(large, num_buckets - 1))
+
+
+def attention_bias(mask: Optional[Array], position_bias: Optional[Array]) -> Array:
+  """Additive float32 bias from a boolean [b, 1|h, q, k] mask and a [1|b, h, q, k] position bias."""
+  bias = 0.0
+  if mask is not None:
+    bias = jnp.where(mask, 0.0, -1e10).astype(jnp.float32)
+  if position_bias is not None:
+    bias = bias + position_bias
+  return bias
+
+
+class Attention(nn.Module):
+  """Multi-head attention with T5X parameter names (query/key/value/out) and an optional KV cache."""
+  num_heads: int
+  head_dim: int
+  dropout_rate: float
+  dtype: DType
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, q_in: Array, kv_in: Array, bias: Array, deterministic: bool,
+               decode: bool = False) -> Array:
+    inner = self.num_heads * self.head_dim
+    fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+
+    def query_init(key, shape, dtype):  # T5 folds the 1/sqrt(d_kv) logit scale into the init
+      return fan_in(key, shape, dtype) / math.sqrt(self.head_dim)
+
+    dense = functools.partial(Dense, dtype=self.dtype)
+    b = q_in.shape[0]
+    q = dense(inner, ("embed", "joined_kv"), kernel_init=query_init, name="query")(q_in)
+    k = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="key")(kv_in)
+    v = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="value")(kv_in)
+    split = lambda x: constrain(x.reshape(b, x.shape[1], self.num_heads, self.head_dim),
+                                ("batch", "length", "heads", "kv"))
+    q, k, v = split(q), split(k), split(v)
+    if decode:
+      k, v, bias = self._extend_cache(k, v, bias)
+    if self.impl == "fused" and (deterministic or self.dropout_rate == 0):
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(self.dtype))
+    else:
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
+      weights = jax.nn.softmax(logits, axis=-1)
+      if not deterministic and self.dropout_rate > 0:
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout_rate, weights.shape)
+        weights = weights * keep / (1.0 - self.dropout_rate)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+    out = constrain(out, ("batch", "length", "heads", "kv")).reshape(b, -1, inner)
+    return dense(q_in.shape[-1], ("joined_kv", "embed"), kernel_init=fan_in, name="out")(out)
+
+  def _extend_cache(self, k: Array, v: Array, bias: Array):
+    """Single-step decoding: writes this step's key/value into the cache at `cache_index`."""
+    is_init = not self.has_variable("cache", "cached_key")
+    ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if is_init:  # the cache is being shaped from a full-length dummy call
+      return k, v, bias
+    i = idx.value
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
+    idx.value = i + 1
+    return ck.value, cv.value, bias
+
+
+class GatedMlp(nn.Module):
+  """Gated-GELU MLP: wo(gelu(wi_0 x) * wi_1 x), no biases."""
+  mlp_dim: int
+  activations: tuple[str, ...]
+  dropout_rate: float
+  dtype: DType
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+    h = 1.0
+    for i, act in enumerate(self.activations):
+      name = f"wi_{i}" if len(self.activations) > 1 else "wi"
+      y = Dense(self.mlp_dim, ("embed", "mlp"), kernel_init=init, dtype=self.dtype, name=name)(x)
+      h = h * (y if act == "linear" else getattr(nn, act)(y))
+    h = constrain(h, ("batch", "length", "mlp"))
+    h = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
+    return Dense(x.shape[-1], ("mlp", "embed"), kernel_init=init, dtype=self.dtype, name="wo")(h)
+
+
+class EncoderLayer(nn.Module):
+  cfg: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    c, dt = self.cfg, self.cfg.compute_dtype
+    drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    h = RMSNorm(dt, name="pre_attention_layer_norm")(x)
+    h = Attention(c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention, name="attention")(
+        h, h, bias, deterministic)
+    x = x + drop(h, deterministic=deterministic)
+    h = RMSNorm(dt, name="pre_mlp_layer_norm")(x)
+    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
+    x = x + drop(h, deterministic=deterministic)
+    return constrain(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  cfg: T5Config
+
+  @nn.compact
+  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+               deterministic: bool, decode: bool = False) -> Array:
+    c, dt = self.cfg, self.cfg.compute_dtype
+    drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    attn = functools.partial(Attention, c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention)
+    h = RMSNorm(dt, name="pre_self_attention_layer_norm")(y)
+    h = attn(name="self_attention")(h, h, self_bias, deterministic, decode=decode)
+    y = y + drop(h, deterministic=deterministic)
+    h = RMSNorm(dt, name="pre_cross_attention_layer_norm")(y)
+    h = attn(name="encoder_decoder_attention")(h, encoded, cross_bias, deterministic)
+    y = y + drop(h, deterministic=deterministic)
+    h = RMSNorm(dt, name="pre_mlp_layer_norm")(y)
+    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
+    y = y + drop(h, deterministic=deterministic)
+    return constrain(y, ("batch", "length", "embed"))
+
+
+def _maybe_remat(layer_cls, cfg: T5Config, static_argnums: tuple[int, ...]):
+  if cfg.remat == "none":
+    return layer_cls
+  policy = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[cfg.remat]
+  return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums)
+
+
+class Encoder(nn.Module):
+  """The encoder stack over already-embedded inputs (so a prompt can be combined first)."""
+  cfg: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    c = self.cfg
+    length = x.shape[1]
+    rel = RelativePositionBias(c.relative_attention_num_buckets, c.relative_attention_max_distance,
+                               c.num_heads, bidirectional=True, name="relpos_bias")(length, length)
+    bias = attention_bias(mask[:, None, None, :], rel)  # [b, h, q, k]
+    x = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
+    x = constrain(x.astype(c.compute_dtype), ("batch", "length", "embed"))
+    layer = _maybe_remat(EncoderLayer, c, static_argnums=(3,))
+    for i in range(c.num_encoder_layers):
+      x = layer(c, name=f"layers_{i}")(x, bias, deterministic)
+    x = RMSNorm(c.compute_dtype, name="encoder_norm")(x)
+    return nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+  """The decoder stack and the untied logits layer; float32 logits."""
+  cfg: T5Config
+
+  @nn.compact
+  def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
+               deterministic: bool, decode: bool = False, position: Array | int = 0) -> Array:
+    c = self.cfg
+    q_len = y.shape[1]
+    k_len = q_len
+    if decode and self.has_variable("cache", "kv_length"):
+      k_len = self.get_variable("cache", "kv_length").shape[0]
+    elif decode:
+      self.variable("cache", "kv_length", jnp.zeros, (q_len,), jnp.int8)
+    rel = RelativePositionBias(c.relative_attention_num_buckets, c.relative_attention_max_distance,
+                               c.num_heads, bidirectional=False, name="relpos_bias")(
+                                   q_len, k_len, position if decode else 0)
+    if decode and k_len != q_len:  # one step: attend to cached positions <= position
+      self_mask = (jnp.arange(k_len) <= position)[None, None, None, :]
+    self_bias = attention_bias(self_mask, rel)
+    cross_bias = attention_bias(cross_mask, None)
+    y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+    y = constrain(y.astype(c.compute_dtype), ("batch", "length", "embed"))
+    layer = _maybe_remat(DecoderLayer, c, static_argnums=(5, 6))
+    for i in range(c.num_decoder_layers):
+      y = layer(c, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic, decode)
+    y = RMSNorm(c.compute_dtype, name="decoder_norm")(y)
+    y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+    logits = Dense(c.vocab_size, ("embed", "vocab"), dtype=c.compute_dtype, name="logits_dense",
+                   kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"))(y)
+    return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+class Embed(nn.Module):
+  """Token embedding table `token_embedder/embedding` [vocab, d]."""
+  vocab_size: int
+  features: int
+  dtype: DType
+
+  def setup(self):
+    self.embedding = self.param(
+        "embedding", _partitioned(nn.initializers.normal(1.0), ("vocab", "embed")),
+        (self.vocab_size, self.features), jnp.float32)
+
+  def __call__(self, ids: Array) -> Array:
+    return jnp.take(jnp.asarray(self.embedding, self.dtype), ids, axis=0)

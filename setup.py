@@ -1,0 +1,44 @@
+"""Install prompt_tuning: soft-prompt tuning of frozen T5 1.1 models in JAX/Flax."""
+import setuptools
+
+CORE = [  # model, prompt, train step, partitioning, checkpoints: no TensorFlow
+    "jax>=0.10,<0.13",
+    "flax>=0.10,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "numpy>=1.26",
+    "msgpack>=1.0",
+    "tensorstore>=0.1.60",
+    "safetensors>=0.4",
+    "sentencepiece>=0.2",
+    "gin-config>=0.5,<0.6",
+    "tqdm>=4.60",
+    "tensorboardX>=2.6",
+]
+DATA = [  # the data package only
+    "seqio>=0.0.19",
+    "tensorflow>=2.16,<2.22",
+    "tensorflow-datasets>=4.9,<5",
+    "tensorflow-text>=2.16,<2.22",
+]
+TEST = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "torch==2.13.0",  # CPU build; parity references only
+    "transformers>=4.45,<6",
+    "peft>=0.13,<1",
+]
+
+setuptools.setup(
+    name="prompt_tuning",
+    version="0.1.0",
+    description="Prompt tuning of frozen T5 1.1 models (Lester et al., 2021) in JAX/Flax, T5X-compatible.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["prompt_tuning", "prompt_tuning.*"]),
+    package_data={"prompt_tuning": ["assets/*", "assets/**/*"]},
+    install_requires=CORE + DATA,
+    extras_require={"test": TEST},
+)

@@ -212,7 +212,7 @@ class Attention(nn.Module):
     if decode:
       k, v, bias = self._extend_cache(k, v, bias)
     if self.impl == "fused" and (deterministic or self.dropout_rate == 0):
-      out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(self.dtype))
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(self.dtype), scale=1.0)
     else:
       logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
       weights = jax.nn.softmax(logits, axis=-1)

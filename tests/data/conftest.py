@@ -25,12 +25,15 @@ def _nested_spec(example):
 
 @contextlib.contextmanager
 def fake_tfds(examples_by_config):
-  """Every TFDS builder `name/config` (any split) yields the given examples."""
+  """TFDS builder `name/config` yields the given examples.
 
-  def as_dataset(builder, *args, **kwargs):
+  A key `name/config:split` serves only that TFDS split; `name/config` any.
+  """
+
+  def as_dataset(builder, split, *args, **kwargs):
     del args, kwargs
-    config = builder.builder_config.name if builder.builder_config else ""
-    examples = examples_by_config[f"{builder.name}/{config}"]
+    config = f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}"
+    examples = examples_by_config.get(f"{config}:{split}") or examples_by_config[config]
     return tf.data.Dataset.from_generator(lambda: iter(examples),
                                           output_signature=_nested_spec(examples[0]))
 

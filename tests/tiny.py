@@ -34,8 +34,13 @@ def random_batch(batch=4, inputs_len=9, targets_len=5, vocab=128, seed=0):
           "decoder_target_tokens": jnp.asarray(targets, jnp.int32)}
 
 
-def apply(module, params, batch, **kwargs):
-  """Jitted forward pass (eager Flax dispatch is slow on CPU)."""
-  deterministic = kwargs.pop("deterministic", True)
-  fn = jax.jit(lambda p, b, r: module.apply({"params": p}, **b, deterministic=deterministic, rngs=r))
-  return fn(params, batch, kwargs.get("rngs", {}))
+_APPLY_CACHE = {}
+
+
+def apply(module, params, batch, deterministic=True, rngs=None):
+  """Jitted forward pass, compiled once per module (eager Flax dispatch is slow on CPU)."""
+  key = (module.cfg, module.prompt_length, module.placement, module.num_prompts, deterministic)
+  if key not in _APPLY_CACHE:
+    _APPLY_CACHE[key] = jax.jit(
+        lambda p, b, r: module.apply({"params": p}, **b, deterministic=deterministic, rngs=r))
+  return _APPLY_CACHE[key](params, batch, rngs or {})

@@ -1,64 +1,17 @@
-"""Shared fixtures of the checkpoint tests: fixture paths, small configs, a saved HF T5 1.1 model."""
+"""Checkpoint tests: 8 host CPU devices (set before jax starts) and a saved HF T5 1.1 model."""
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
-import numpy as np
 import pytest
 
-from prompt_tuning import t5
-
-TESTDATA = os.path.join(os.path.dirname(__file__), "testdata")
-MSGPACK = os.path.join(TESTDATA, "t5_tiny_msgpack.checkpoint_0")
-TENSORSTORE = os.path.join(TESTDATA, "t5_1_1_tiny_tensorstore", "checkpoint_3")
-EMBEDDING_NPY = os.path.join(TESTDATA, "t5_1_1_tiny_tensorstore", "embedding_32128x4.npy")
-ORBAX_NON_T5 = os.path.join(TESTDATA, "tiny_orbax_non_t5", "1")
-TENSORSTORE_NON_T5 = os.path.join(TESTDATA, "tiny_tensorstore_non_t5", "checkpoint_1")
-PROMPT_5x256 = os.path.join(TESTDATA, "prompt_5x256.npy")
-
-# The architectures of the two T5 fixtures.
-MSGPACK_CFG = t5.T5Config(vocab_size=32128, emb_dim=8, num_heads=4, head_dim=3, mlp_dim=16,
-                          num_encoder_layers=2, num_decoder_layers=2,
-                          relative_attention_num_buckets=32, dtype="float32", dropout_rate=0.0)
-TENSORSTORE_CFG = t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
-                              num_encoder_layers=2, num_decoder_layers=2,
-                              relative_attention_num_buckets=4, relative_attention_max_distance=8,
-                              dtype="float32", dropout_rate=0.0)
-
-
-def save_tiny_hf_t5(folder, seed=0):
-  """A random T5 1.1 (gated-GELU, untied) model with a distinct lm_head, saved to `folder`."""
-  import torch
-  from transformers import T5Config, T5ForConditionalGeneration
-  torch.manual_seed(seed)
-  config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=3,
-                    num_heads=3, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-  hf_model = T5ForConditionalGeneration(config).eval()
-  with torch.no_grad():
-    hf_model.lm_head.weight = torch.nn.Parameter(torch.randn(64, 16))
-    for p in hf_model.parameters():
-      p.add_(0.1 * torch.randn_like(p))  # layer norms away from 1
-  hf_model.save_pretrained(folder)
-  return hf_model
+from tests.checkpoints import ckpt_testlib
 
 
 @pytest.fixture(scope="session")
 def hf_t5(tmp_path_factory):
   """(folder, in-memory torch model) of a saved tiny HF T5 1.1."""
   folder = str(tmp_path_factory.mktemp("hf_t5"))
-  return folder, save_tiny_hf_t5(folder)
-
-
-def batch(vocab, batch_size=2, inputs=7, targets=5, seed=0):
-  """Inputs and teacher-forced targets with right padding in both."""
-  rng = np.random.default_rng(seed)
-  inp = rng.integers(2, vocab, (batch_size, inputs))
-  inp[0, inputs - 2:] = 0
-  tgt = rng.integers(2, vocab, (batch_size, targets))
-  tgt[-1, targets - 2:] = 0
-  dec = np.concatenate([np.zeros((batch_size, 1), int), tgt[:, :-1]], 1) * (tgt > 0)
-  return inp, dec, tgt
+  return folder, ckpt_testlib.save_tiny_hf_t5(folder)

@@ -18,7 +18,7 @@ def _forward(module, frozen, prompt_value=None):
   prompt = {"prompt": {"prompt": jnp.asarray(prompt_value if prompt_value is not None else
                                              np.full((module.prompt_length, module.cfg.emb_dim), 0.1, np.float32))}}
   inp, dec, tgt = lib.batch(module.cfg.vocab_size)
-  return module.apply({"params": model_lib.merge(prompt, frozen)}, inp, dec, tgt)
+  return jax.jit(module.apply)({"params": model_lib.merge(prompt, frozen)}, inp, dec, tgt)
 
 
 @pytest.mark.parametrize("path,cfg,layout", [(lib.MSGPACK, lib.MSGPACK_CFG, "msgpack"),

@@ -1,0 +1,120 @@
+"""Partial restore: the frozen backbone from a checkpoint, the prompt from an initializer or a file.
+
+In the spirit of T5X's `assignment_map` + `fallback_to_scratch`: every model parameter is looked up
+in the checkpoint under its own name, or under the name an assignment rule gives it; a rule with
+`None` (or, with `fallback_to_scratch`, a name the checkpoint lacks) initializes it from scratch.
+Any other disagreement fails naming the parameter, expected vs found.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+from flax import traverse_util
+
+from prompt_tuning import model as model_lib
+from prompt_tuning import partitioning
+from prompt_tuning import prompts as prompts_lib
+from prompt_tuning import train_step
+from prompt_tuning.checkpoints import hf
+from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import t5x
+
+AssignmentMap = Sequence[tuple[str, Optional[str]]]
+
+
+def open_backbone(path: str) -> dict[str, t5x.Leaf]:
+  """Lazy frozen-parameter leaves of a T5X checkpoint (any layout) or a Hugging Face T5 folder."""
+  if hf.is_hf_checkpoint(path):
+    return hf.open_hf_t5(path)[0]
+  return t5x.open_checkpoint(path).params()
+
+
+def expected_frozen(module: model_lib.PromptT5) -> dict[str, jax.ShapeDtypeStruct]:
+  """Name -> shape/dtype of every frozen parameter of the module."""
+  params = nn.meta.unbox(train_step.abstract_params(module))
+  return traverse_util.flatten_dict(model_lib.split(params)[1], sep="/")
+
+
+def resolve(expected: Sequence[str], available: Sequence[str], assignment_map: AssignmentMap = (),
+            fallback_to_scratch: bool = False) -> dict[str, Optional[str]]:
+  """Model name -> checkpoint name (None: from scratch), applying the first matching rule."""
+  available = set(available)
+  out = {}
+  for name in expected:
+    source: Optional[str] = name
+    for pattern, replacement in assignment_map:
+      if re.fullmatch(pattern, name):
+        source = None if replacement is None else re.sub(pattern, replacement, name)
+        break
+    if source is not None and source not in available:
+      if not fallback_to_scratch:
+        raise ValueError(f"parameter {name!r}: expected in the checkpoint as {source!r} but not found; "
+                         "fix the model config, add an assignment_map rule, or set fallback_to_scratch")
+      source = None
+    out[name] = source
+  return out
+
+
+def check(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Leaf],
+          expected: dict[str, Any], strict: bool = True) -> None:
+  """Shapes and dtype kinds must agree; with `strict`, unused checkpoint parameters are errors."""
+  for name, source in mapping.items():
+    if source is None:
+      continue
+    leaf, want = leaves[source], expected[name]
+    if tuple(leaf.shape) != tuple(want.shape):
+      raise ValueError(f"parameter {name!r}: the model expects shape {tuple(want.shape)} but the checkpoint "
+                       f"has {tuple(leaf.shape)} at {source!r}; the T5 config does not match the checkpoint")
+    if np.issubdtype(leaf.dtype, np.floating) != np.issubdtype(np.dtype(want.dtype), np.floating):
+      raise ValueError(f"parameter {name!r}: the model expects {np.dtype(want.dtype)} but the checkpoint has "
+                       f"{leaf.dtype} at {source!r}")
+  unused = sorted(set(leaves) - {s for s in mapping.values() if s})
+  if strict and unused:
+    shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    raise ValueError(f"the checkpoint has parameters the model lacks: {shown}; the T5 config does not "
+                     "match the checkpoint (or pass strict=False to ignore them)")
+
+
+def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=None,
+                   dtype: Any = None, assignment_map: AssignmentMap = (),
+                   fallback_to_scratch: bool = False, strict: bool = True,
+                   rng: Optional[jax.Array] = None) -> dict:
+  """The frozen backbone, read shard by shard into the mesh layout and cast to `dtype`.
+
+  `mesh`/`rules` default to a single device and the standard rules. Parameters restored from
+  scratch are randomly initialized (from `rng`) in place.
+  """
+  if mesh is None:
+    mesh = partitioning.create_mesh((1, 1), devices=jax.devices()[:1])
+  rules = rules if rules is not None else partitioning.logical_rules()
+  expected = expected_frozen(module)
+  leaves = open_backbone(path)
+  mapping = resolve(list(expected), list(leaves), assignment_map, fallback_to_scratch)
+  check(mapping, leaves, expected, strict)
+  shardings = traverse_util.flatten_dict(train_step.shardings(module, mesh, rules)[1], sep="/")
+  restored = t5x.materialize({n: leaves[s] for n, s in mapping.items() if s},
+                             traverse_util.unflatten_dict({n: shardings[n] for n, s in mapping.items() if s}, sep="/"),
+                             dtype)
+  flat = traverse_util.flatten_dict(restored, sep="/")
+  scratch = [n for n, s in mapping.items() if s is None]
+  if scratch:
+    rng = rng if rng is not None else jax.random.PRNGKey(0)
+    fresh = traverse_util.flatten_dict(train_step.init_random_frozen(module, rng, mesh, rules, dtype), sep="/")
+    flat.update({n: fresh[n] for n in scratch})
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def restore_prompt(module: model_lib.PromptT5, frozen: dict, *, path: Optional[str] = None,
+                   initializer: Optional[prompts_lib.Initializer] = None,
+                   rng: Optional[jax.Array] = None) -> dict:
+  """The prompt subtree: from a `.npy` / PEFT folder when `path` is given, else the initializer."""
+  shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
+  if path is not None:
+    value = prompt_io.load_prompt(path, shape)
+    return {model_lib.PROMPT_KEY: {"prompt": jax.numpy.asarray(value)}}
+  rng = rng if rng is not None else jax.random.PRNGKey(0)
+  return model_lib.init_prompt(module, initializer or prompts_lib.random_uniform(), rng, frozen)

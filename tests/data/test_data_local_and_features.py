@@ -26,7 +26,7 @@ def _load(name, split):
 
 
 @gin.configurable(module="data_tests")
-def train(mixture_or_task_name=gin.REQUIRED):
+def fake_trainer(mixture_or_task_name=gin.REQUIRED):
   """Stands in for a trainer whose task name comes from gin."""
   return mixture_or_task_name
 
@@ -34,13 +34,13 @@ def train(mixture_or_task_name=gin.REQUIRED):
 def test_local_task_from_gin():
   gin.clear_config()
   gin.parse_config(f"""
-      data_tests.train.mixture_or_task_name = @prompt_tuning.data.local_task()
+      data_tests.fake_trainer.mixture_or_task_name = @prompt_tuning.data.local_task()
       prompt_tuning.data.local_task.name = "my_sentiment"
       prompt_tuning.data.local_task.paths = {{"train": "{TRAIN}", "validation": "{VALIDATION}"}}
       prompt_tuning.data.local_task.label_classes = ["negative", "positive"]
       prompt_tuning.data.local_task.metric_names = ["accuracy", "f1"]
   """)
-  assert train() == "my_sentiment"
+  assert fake_trainer() == "my_sentiment"
   gin.clear_config()
   train = _load("my_sentiment", "train")
   assert [(e["inputs_pretokenized"], e["targets_pretokenized"]) for e in train] == [

@@ -72,7 +72,8 @@ def check(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Leaf],
     if np.issubdtype(leaf.dtype, np.floating) != np.issubdtype(np.dtype(want.dtype), np.floating):
       raise ValueError(f"parameter {name!r}: the model expects {np.dtype(want.dtype)} but the checkpoint has "
                        f"{leaf.dtype} at {source!r}")
-  unused = sorted(set(leaves) - {s for s in mapping.values() if s})
+  # Checkpoint names the model has but remapped or skipped on purpose are not "unused".
+  unused = sorted(set(leaves) - {s for s in mapping.values() if s} - set(mapping))
   if strict and unused:
     shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
     raise ValueError(f"the checkpoint has parameters the model lacks: {shown}; the T5 config does not "

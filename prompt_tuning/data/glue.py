@@ -35,7 +35,7 @@ _MNLI_SPLITS = {"train": "train", "validation": "validation_matched",
 
 
 def base_name(task: str) -> str:
-  return f"glue_{task}_v{TFDS_VERSION.replace('.', '')}"
+  return f"glue_{task}_{registry.version_tag(TFDS_VERSION)}"
 
 
 def source(task: str, splits=_DEFAULT_SPLITS) -> seqio.TfdsDataSource:

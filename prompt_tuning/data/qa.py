@@ -24,7 +24,7 @@ MRQA_TFDS_VERSION = "1.0.0"
 
 
 def mrqa_name(config: str) -> str:
-  return f"mrqa_{config}_v{MRQA_TFDS_VERSION.replace('.', '')}"
+  return f"mrqa_{config}_{registry.version_tag(MRQA_TFDS_VERSION)}"
 
 
 def _add_qa_task(name: str, source: seqio.DataSource) -> str:
@@ -38,6 +38,6 @@ def register() -> list:
   for config in MRQA_OUT_OF_DOMAIN:
     names.append(_add_qa_task(mrqa_name(config), seqio.TfdsDataSource(
         tfds_name=f"mrqa/{config}:{MRQA_TFDS_VERSION}", splits={"validation": "test"})))
-  mixture = "squad_to_mrqa_v100"
+  mixture = f"squad_to_mrqa_{registry.version_tag(MRQA_TFDS_VERSION)}"
   registry.add_mixture(mixture, names)
   return names + [mixture]

@@ -25,6 +25,11 @@ VARIANTS = (STANDARD, TASKLESS, TASK_INDEX)
 _PREFIXES = {STANDARD: "", TASKLESS: "taskless_", TASK_INDEX: "task_index_"}
 
 
+def version_tag(tfds_version: str) -> str:
+  """TFDS "1.0.2" -> "v102", the suffix of task names."""
+  return "v" + tfds_version.replace(".", "")
+
+
 def variant_name(base: str, variant: str) -> str:
   return _PREFIXES[variant] + base
 

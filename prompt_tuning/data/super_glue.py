@@ -73,7 +73,7 @@ SPECS = (
 
 
 def base_name(task: str) -> str:
-  return f"super_glue_{task}_v{TFDS_VERSION.replace('.', '')}"
+  return f"super_glue_{task}_{registry.version_tag(TFDS_VERSION)}"
 
 
 def register() -> list:

@@ -26,12 +26,13 @@ def register() -> list:
   names = []
   for target, (trained_on, mapping) in TRANSFERS.items():
     labels, _ = glue.CLASSIFICATION[target]
-    name = f"glue_{target}_from_{trained_on}_v{glue.TFDS_VERSION.replace('.', '')}"
+    version = registry.version_tag(glue.TFDS_VERSION)
+    name = f"glue_{target}_from_{trained_on}_{version}"
     registry.add_task(
         name, glue.source(target, splits=("validation",)), [glue.text_preprocessor(target)],
         postprocessors.mapped_label_index(labels, mapping),
         [metrics.f1_with_invalid, metrics.accuracy], variant=registry.TASKLESS)
-    mixture = f"glue_{trained_on}_to_{target}_zeroshot_v{glue.TFDS_VERSION.replace('.', '')}"
+    mixture = f"glue_{trained_on}_to_{target}_zeroshot_{version}"
     registry.add_mixture(mixture, [registry.variant_name(glue.base_name(trained_on),
                                                          registry.TASKLESS), name])
     names += [name, mixture]

@@ -120,25 +120,19 @@ def test_unlabelled_test_examples_get_unk_target(load_task):
   assert out["targets_pretokenized"] == b"<unk>"
 
 
-def _score_metrics(task_name, examples, scores):
+def _metrics(task_name, examples, predictions=None, scores=None):
+  """What seqio's evaluator computes from decoded predictions or scores."""
   task = seqio.get_mixture_or_task(task_name)
   targets = [task.postprocess_fn(e["targets_pretokenized"].decode(), example=e, is_target=True)
              for e in examples]
+  if scores is None:
+    outputs, metric_fns = [task.postprocess_fn(p, example=e, is_target=False)
+                           for p, e in zip(predictions, examples)], task.predict_metric_fns
+  else:
+    outputs, metric_fns = scores, task.score_metric_fns
   results = {}
-  for metric_fn in task.score_metric_fns:
-    results.update(metric_fn(targets, scores))
-  return results
-
-
-def _predict_metrics(task_name, examples, predictions):
-  task = seqio.get_mixture_or_task(task_name)
-  targets = [task.postprocess_fn(e["targets_pretokenized"].decode(), example=e, is_target=True)
-             for e in examples]
-  predicted = [task.postprocess_fn(p, example=e, is_target=False)
-               for p, e in zip(predictions, examples)]
-  results = {}
-  for metric_fn in task.predict_metric_fns:
-    results.update(metric_fn(targets, predicted))
+  for metric_fn in metric_fns:
+    results.update(metric_fn(targets, outputs))
   return results
 
 
@@ -151,8 +145,8 @@ def test_rank_classification_expands_and_scores(load_task):
   assert [int(e["rank_id"]) for e in examples] == [0, 0, 0, 1, 1, 1]
   assert [bool(e["rank_correct"]) for e in examples] == [False, True, False, False, False, True]
   # First example ranks `contradiction` best (right), second `entailment` (wrong).
-  results = _score_metrics("taskless_super_glue_cb_v102_rank_classification", examples,
-                           [-3.0, -0.5, -2.0, -0.1, -4.0, -1.0])
+  results = _metrics("taskless_super_glue_cb_v102_rank_classification", examples,
+                     scores=[-3.0, -0.5, -2.0, -0.1, -4.0, -1.0])
   assert results["accuracy"] == 50.0
   assert results["mean_3class_f1"] == pytest.approx(100 * (0 + 1 + 0) / 3)
 
@@ -163,17 +157,22 @@ def test_multirc_metrics_group_per_question(load_task):
           dict(ex, label=0, idx={"paragraph": 0, "question": 0, "answer": 1}),
           dict(ex, label=1, idx={"paragraph": 0, "question": 1, "answer": 2})]
   examples = load_task("taskless_super_glue_multirc_v102", {"super_glue/multirc": rows})
-  results = _predict_metrics("taskless_super_glue_multirc_v102", examples,
-                             ["True", "False", "maybe"])
+  results = _metrics("taskless_super_glue_multirc_v102", examples, ["True", "False", "maybe"])
+  assert results == {"f1a": pytest.approx(100 * 2 / 3), "exact_match": 50.0}
+  ranked = load_task("taskless_super_glue_multirc_v102_rank_classification",
+                     {"super_glue/multirc": rows})
+  # Candidates False/True per answer; ranked choices True, False, False.
+  results = _metrics("taskless_super_glue_multirc_v102_rank_classification", ranked,
+                     scores=[-2.0, -1.0, -1.0, -2.0, -1.0, -2.0])
   assert results == {"f1a": pytest.approx(100 * 2 / 3), "exact_match": 50.0}
 
 
 def test_record_and_wsc_metrics_through_the_task(load_task):
   examples = load_task("taskless_super_glue_record_v102", _fake("record"))
-  assert _predict_metrics("taskless_super_glue_record_v102", examples,
-                          ["french republic", "France"]) == {"em": 100.0, "f1": 100.0}
+  assert _metrics("taskless_super_glue_record_v102", examples,
+                  ["french republic", "France"]) == {"em": 100.0, "f1": 100.0}
   examples = load_task("taskless_super_glue_wsc_v102", _fake("wsc"))
-  assert _predict_metrics("taskless_super_glue_wsc_v102", examples, ["mark"]) == {
+  assert _metrics("taskless_super_glue_wsc_v102", examples, ["mark"]) == {
       "accuracy": 100.0}
-  assert _predict_metrics("taskless_super_glue_wsc_v102", examples, ["Pete"]) == {
+  assert _metrics("taskless_super_glue_wsc_v102", examples, ["Pete"]) == {
       "accuracy": 0.0}

@@ -86,7 +86,7 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Optional[Array
   stats, grads = _grads(state.prompt, frozen, batch, step_rng, loss, num_microbatches)
   updates, opt_state = tx.update(grads, state.opt_state, state.prompt)
   prompt = optax.apply_updates(state.prompt, updates)
-  stats["grad_norm"] = optax.global_norm(grads)
+  stats["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
   return state.replace(step=state.step + 1, prompt=prompt, opt_state=opt_state), stats
 
 

@@ -50,3 +50,22 @@ def batch(vocab, batch_size=2, inputs=7, targets=5, seed=0):
   tgt[-1, targets - 2:] = 0
   dec = np.concatenate([np.zeros((batch_size, 1), int), tgt[:, :-1]], 1) * (tgt > 0)
   return inp, dec, tgt
+
+
+def tiny_cfg():
+  """A small T5 1.1 (vocab 64) for training tests: cheap to compile and run on CPU."""
+  return t5.T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4, mlp_dim=32,
+                     num_encoder_layers=2, num_decoder_layers=2, relative_attention_num_buckets=8,
+                     relative_attention_max_distance=16, dtype="float32", dropout_rate=0.1)
+
+
+def write_random_backbone(path, cfg, seed=0):
+  """A random frozen backbone for `cfg`, saved as a T5X checkpoint (no flax init needed)."""
+  from prompt_tuning import model as model_lib
+  from prompt_tuning.checkpoints import restore, t5x
+  from flax import traverse_util
+  rng = np.random.default_rng(seed)
+  expected = restore.expected_frozen(model_lib.build(cfg, prompt_length=1))
+  flat = {n: (0.3 * rng.standard_normal(s.shape) + (1.0 if n.endswith("scale") else 0.0)).astype(np.float32)
+          for n, s in expected.items()}
+  return t5x.write_t5x(str(path), traverse_util.unflatten_dict(flat, sep="/"))

@@ -34,6 +34,7 @@ def fake_trainer(mixture_or_task_name=gin.REQUIRED):
 def test_local_task_from_gin():
   gin.clear_config()
   gin.parse_config(f"""
+      import prompt_tuning.data
       data_tests.fake_trainer.mixture_or_task_name = @prompt_tuning.data.local_task()
       prompt_tuning.data.local_task.name = "my_sentiment"
       prompt_tuning.data.local_task.paths = {{"train": "{TRAIN}", "validation": "{VALIDATION}"}}

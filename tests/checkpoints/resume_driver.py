@@ -1,0 +1,70 @@
+"""A tiny prompt-tuning run that checkpoints and resumes: the subject of the exact-resume test.
+
+Run twice with the same command line, it continues from its last checkpoint. The data stream is
+a pure function of (seed, position), so saving the position restores the data order exactly.
+Prints "saved <step>" after each checkpoint, "resumed <step>" when it resumes.
+
+  python -m tests.checkpoints.resume_driver --backbone B --model_dir D --steps N --save_every K --out P.npy
+"""
+import argparse
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import model as model_lib
+from prompt_tuning import optim
+from prompt_tuning import train_step
+from prompt_tuning.checkpoints import restore
+from prompt_tuning.checkpoints import state as state_lib
+from tests.checkpoints import ckpt_testlib as lib
+
+CFG = lib.tiny_cfg()
+PROMPT_LENGTH = 3
+
+
+def batch_at(seed: int, position: int) -> dict:
+  """The batch at a stream position: depends only on (seed, position)."""
+  rng = np.random.default_rng([seed, position])
+  inputs = rng.integers(2, CFG.vocab_size, (4, 6)).astype(np.int32)
+  targets = rng.integers(2, CFG.vocab_size, (4, 3)).astype(np.int32)
+  decoder_inputs = np.concatenate([np.zeros((4, 1), np.int32), targets[:, :-1]], 1)
+  return {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs,
+          "decoder_target_tokens": targets}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--backbone", required=True)
+  ap.add_argument("--model_dir", required=True)
+  ap.add_argument("--steps", type=int, default=12)
+  ap.add_argument("--save_every", type=int, default=2)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--out", required=True)
+  args = ap.parse_args(argv)
+
+  module = model_lib.build(CFG, prompt_length=PROMPT_LENGTH)
+  frozen = restore.restore_frozen(module, args.backbone)
+  tx = optim.adafactor(learning_rate=0.3)
+  checkpointer = state_lib.TrainCheckpointer(args.model_dir, keep=2, frozen_checkpoint=args.backbone)
+  prompt = restore.restore_prompt(module, frozen, rng=jax.random.PRNGKey(args.seed))
+  state, position, rng = train_step.TrainState.create(prompt, tx), 0, jax.random.PRNGKey(args.seed + 1)
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    state, position, rng = restored.state, restored.data_state["position"], jnp.asarray(restored.rng)
+    print(f"resumed {restored.step}", flush=True)
+  step_fn = jax.jit(functools.partial(train_step.train_step, module=module, tx=tx))
+  while int(state.step) < args.steps:
+    state, _ = step_fn(state, frozen, batch_at(args.seed, position), rng)  # dropout on
+    position += 1
+    if int(state.step) % args.save_every == 0:
+      checkpointer.save(int(state.step), state, {"position": position}, rng=rng)
+      print(f"saved {int(state.step)}", flush=True)
+  np.save(args.out, np.asarray(state.prompt["prompt"]["prompt"]), allow_pickle=False)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

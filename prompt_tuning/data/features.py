@@ -22,7 +22,7 @@ def output_features(vocabulary: seqio.Vocabulary = None) -> Dict[str, seqio.Feat
   """`inputs` and `targets`, both with EOS, in the T5 vocabulary."""
   vocabulary = vocabulary or vocab.default_vocabulary()
   return {
-      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=False),
+      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True),
       "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
   }
 

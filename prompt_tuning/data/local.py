@@ -1,5 +1,6 @@
 """Bring your own data: a seqio task from local TSV or JSONL files, via gin.
 
+  import prompt_tuning.data
   MIXTURE_OR_TASK_NAME = @prompt_tuning.data.local_task()
   prompt_tuning.data.local_task.name = "my_sentiment"
   prompt_tuning.data.local_task.paths = {"train": "/data/train.tsv",

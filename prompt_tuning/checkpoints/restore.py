@@ -89,7 +89,8 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   `mesh`/`rules` default to a single device and the standard rules. Parameters restored from
   scratch are randomly initialized (from `rng`) in place.
   """
-  if mesh is None:
+  single = mesh is None  # plain single-device arrays, like the rest of a single-device run
+  if single:
     mesh = partitioning.create_mesh((1, 1), devices=jax.devices()[:1])
   rules = rules if rules is not None else partitioning.logical_rules()
   expected = expected_frozen(module)
@@ -97,15 +98,16 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   mapping = resolve(list(expected), list(leaves), assignment_map, fallback_to_scratch)
   check(mapping, leaves, expected, strict)
   shardings = traverse_util.flatten_dict(train_step.shardings(module, mesh, rules)[1], sep="/")
-  restored = t5x.materialize({n: leaves[s] for n, s in mapping.items() if s},
-                             traverse_util.unflatten_dict({n: shardings[n] for n, s in mapping.items() if s}, sep="/"),
-                             dtype)
+  wanted = {n: s for n, s in mapping.items() if s}
+  restored = t5x.materialize({n: leaves[s] for n, s in wanted.items()},
+                             None if single else traverse_util.unflatten_dict(
+                                 {n: shardings[n] for n in wanted}, sep="/"), dtype)
   flat = traverse_util.flatten_dict(restored, sep="/")
   scratch = [n for n, s in mapping.items() if s is None]
   if scratch:
     rng = rng if rng is not None else jax.random.PRNGKey(0)
     fresh = traverse_util.flatten_dict(train_step.init_random_frozen(module, rng, mesh, rules, dtype), sep="/")
-    flat.update({n: fresh[n] for n in scratch})
+    flat.update({n: jax.device_put(fresh[n], jax.devices()[0]) if single else fresh[n] for n in scratch})
   return traverse_util.unflatten_dict(flat, sep="/")
 
 

@@ -55,7 +55,7 @@ def batch(vocab, batch_size=2, inputs=7, targets=5, seed=0):
 def tiny_cfg():
   """A small T5 1.1 (vocab 64) for training tests: cheap to compile and run on CPU."""
   return t5.T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4, mlp_dim=32,
-                     num_encoder_layers=2, num_decoder_layers=2, relative_attention_num_buckets=8,
+                     num_encoder_layers=1, num_decoder_layers=1, relative_attention_num_buckets=8,
                      relative_attention_max_distance=16, dtype="float32", dropout_rate=0.1)
 
 

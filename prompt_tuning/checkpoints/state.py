@@ -1,0 +1,205 @@
+"""Training checkpoints that hold only what prompt tuning changes, written atomically.
+
+A checkpoint is `MODEL_DIR/checkpoint_{step}/` with
+  state/          Orbax: the TrainState (step, prompt, optimizer state) and the RNG key data;
+  metadata.json   step, data-iterator position, metrics, and the frozen checkpoint it depends on.
+The frozen backbone is never written: resuming reads it again from `frozen_checkpoint`.
+
+Each save is assembled in a hidden temporary folder and renamed into place, with metadata.json
+written last, so a run killed at any moment leaves either a whole checkpoint or a leftover that
+restore skips with a warning, falling back to the previous checkpoint. Every save also exports
+the prompt as `MODEL_DIR/prompts/prompt_{step}.npy` (and, on request, a PEFT adapter folder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+
+from prompt_tuning.checkpoints import prompt_io
+
+FORMAT = "prompt_tuning.train_checkpoint/1"
+METADATA = "metadata.json"
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+_TMP_PREFIX = ".tmp-checkpoint_"
+
+
+@dataclasses.dataclass
+class Restored:
+  state: Any  # the TrainState, laid out like the abstract state given to restore
+  data_state: dict  # the data iterator's position, as saved
+  rng: Optional[jax.Array]  # the RNG key data saved with the state (None if none was saved)
+  metadata: dict
+  step: int
+
+
+class TrainCheckpointer:
+  """Saves and restores the trainable state of one run in `model_dir` (a local folder).
+
+  keep: how many checkpoints to keep (None: all). With `keep_best_metric`, the `keep` best by
+  that metric (`mode` "max" or "min") are kept, plus always the latest, which resuming needs.
+  frozen_checkpoint: path of the backbone this run tunes on, recorded in every checkpoint.
+  peft_export: if given, `prompt_io.save_peft` keyword arguments (num_layers,
+  num_attention_heads, ...): each save also writes `prompts/peft_{step}/`.
+  """
+
+  def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_best_metric: Optional[str] = None,
+               mode: str = "max", frozen_checkpoint: Optional[str] = None,
+               peft_export: Optional[Mapping[str, Any]] = None):
+    if mode not in ("max", "min"):
+      raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+    if keep is not None and keep < 1:
+      raise ValueError(f"keep must be >= 1 (or None to keep all), not {keep}")
+    self.model_dir = os.path.abspath(model_dir)
+    self.keep, self.metric, self.mode = keep, keep_best_metric, mode
+    self.frozen_checkpoint = frozen_checkpoint
+    self.peft_export = dict(peft_export) if peft_export else None
+    os.makedirs(self.model_dir, exist_ok=True)
+    self._checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+    self._remove_leftovers()
+
+  # --------------------------------------------------------------------------- paths
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.model_dir, f"checkpoint_{step}")
+
+  def prompt_path(self, step: int) -> str:
+    return os.path.join(self.model_dir, "prompts", f"prompt_{step}.npy")
+
+  def _remove_leftovers(self) -> None:
+    for name in os.listdir(self.model_dir):
+      if name.startswith(_TMP_PREFIX):
+        logging.warning("removing %s: a checkpoint write that never finished", name)
+        shutil.rmtree(os.path.join(self.model_dir, name), ignore_errors=True)
+
+  def _folders(self) -> list[int]:
+    steps = [int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(self.model_dir)) if m]
+    return sorted(steps)
+
+  def _metadata(self, step: int) -> Optional[dict]:
+    try:
+      with open(os.path.join(self.path(step), METADATA)) as f:
+        meta = json.load(f)
+      return meta if meta.get("format") == FORMAT and meta.get("step") == step else None
+    except (OSError, ValueError):
+      return None
+
+  def steps(self) -> list[int]:
+    """Steps of complete checkpoints (those with valid metadata), ascending."""
+    return [s for s in self._folders() if self._metadata(s) is not None]
+
+  def latest_step(self) -> Optional[int]:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def best_step(self) -> Optional[int]:
+    ranked = self._ranked()
+    return ranked[0] if ranked else None
+
+  def _ranked(self) -> list[int]:
+    """Steps with the metric, best first (ties: the later step first)."""
+    scored = []
+    for step in self.steps():
+      value = (self._metadata(step).get("metrics") or {}).get(self.metric)
+      if value is not None:
+        scored.append((float(value) if self.mode == "max" else -float(value), step))
+    return [s for _, s in sorted(scored, reverse=True)]
+
+  # --------------------------------------------------------------------------- save
+
+  def save(self, step: int, state: Any, data_state: Optional[Mapping[str, Any]] = None,
+           metrics: Optional[Mapping[str, float]] = None, rng: Optional[jax.Array] = None) -> str:
+    """Writes checkpoint `step`; `data_state` must be JSON-serializable (e.g. {"position": n})."""
+    step = int(step)
+    tmp = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    tree = {"train_state": serialization.to_state_dict(state)}
+    if rng is not None:
+      tree["rng"] = _key_data(rng)
+    rng_shape = list(tree["rng"].shape) if rng is not None else None
+    self._checkpointer.save(os.path.join(tmp, "state"), args=ocp.args.StandardSave(tree))
+    prompt = _prompt_of(state)
+    meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
+            "data_state": dict(data_state or {}), "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "rng_shape": rng_shape, "prompt_shape": list(prompt.shape), "time": time.time()}
+    with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
+      json.dump(meta, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    final = self.path(step)
+    if os.path.exists(final):  # re-saving a step (e.g. after a resume): swap the old one out
+      shutil.rmtree(final)
+    os.rename(tmp, final)
+    prompt_io.save_npy(self.prompt_path(step), prompt)
+    if self.peft_export:
+      prompt_io.save_peft(os.path.join(self.model_dir, "prompts", f"peft_{step}"), prompt, **self.peft_export)
+    self._garbage_collect()
+    return final
+
+  def _garbage_collect(self) -> None:
+    if self.keep is None:
+      return
+    steps = self.steps()
+    keep = set(self._ranked()[: self.keep]) if self.metric else set(steps[-self.keep:])
+    keep.add(steps[-1])
+    for step in steps:
+      if step not in keep:
+        shutil.rmtree(self.path(step), ignore_errors=True)
+
+  # --------------------------------------------------------------------------- restore
+
+  def restore(self, step: int, abstract_state: Any) -> Restored:
+    """Checkpoint `step`, laid out (shapes, dtypes, shardings) like `abstract_state`."""
+    meta = self._metadata(step)
+    if meta is None:
+      raise ValueError(f"{self.path(step)} is not a complete checkpoint (no valid {METADATA})")
+    target = jax.tree.map(_abstract, serialization.to_state_dict(abstract_state))
+    tree = {"train_state": target}
+    if meta.get("rng_shape") is not None:
+      tree["rng"] = jax.ShapeDtypeStruct(tuple(meta["rng_shape"]), np.uint32)
+    restored = self._checkpointer.restore(os.path.join(self.path(step), "state"),
+                                          args=ocp.args.StandardRestore(tree))
+    state = serialization.from_state_dict(abstract_state, restored["train_state"])
+    if self.frozen_checkpoint and meta.get("frozen_checkpoint") not in (None, self.frozen_checkpoint):
+      logging.warning("checkpoint %d was trained on frozen checkpoint %s, but this run uses %s",
+                      step, meta["frozen_checkpoint"], self.frozen_checkpoint)
+    return Restored(state, meta.get("data_state", {}), restored.get("rng"), meta, step)
+
+  def restore_latest(self, abstract_state: Any) -> Optional[Restored]:
+    """The newest checkpoint that restores; torn or partial ones are skipped with a warning."""
+    for step in reversed(self._folders()):
+      if self._metadata(step) is None:
+        logging.warning("skipping %s: incomplete checkpoint (no valid %s)", self.path(step), METADATA)
+        continue
+      try:
+        return self.restore(step, abstract_state)
+      except Exception as err:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
+        logging.warning("skipping %s: it does not restore (%s)", self.path(step), str(err).splitlines()[0])
+    return None
+
+
+def _abstract(x: Any) -> Any:
+  x = np.asarray(x) if not hasattr(x, "shape") else x
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+
+def _key_data(rng: jax.Array) -> np.ndarray:
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  return np.asarray(jax.device_get(rng), np.uint32)
+
+
+def _prompt_of(state: Any) -> np.ndarray:
+  prompt = state.prompt if hasattr(state, "prompt") else state["prompt"]
+  return prompt_io._as_prompt(prompt)

@@ -1,0 +1,120 @@
+"""Training checkpoints: trainable state only, keep-N / keep-best, torn folders, exact resume."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prompt_tuning import optim
+from prompt_tuning import train_step
+from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import state as state_lib
+from tests.checkpoints import ckpt_testlib as lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _state(step, scale=1.0):
+  tx = optim.adafactor()
+  prompt = {"prompt": {"prompt": jnp.full((3, 4), scale, jnp.float32)}}
+  return train_step.TrainState.create(prompt, tx).replace(step=jnp.asarray(step, jnp.int32))
+
+
+def test_save_restore_round_trip(tmp_path):
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None, frozen_checkpoint="gs://bucket/t5/checkpoint_1100000")
+  saved = _state(7, 0.5)
+  ckpt.save(7, saved, {"position": 70, "epoch": 1}, {"accuracy": 0.25}, rng=jax.random.PRNGKey(3))
+  got = ckpt.restore_latest(_state(0))
+  assert got.step == 7 and got.data_state == {"position": 70, "epoch": 1}
+  np.testing.assert_array_equal(got.rng, jax.random.PRNGKey(3))
+  for a, b in zip(jax.tree.leaves(got.state), jax.tree.leaves(saved)):
+    np.testing.assert_array_equal(a, b)
+  meta = json.load(open(tmp_path / "checkpoint_7" / "metadata.json"))
+  assert meta["frozen_checkpoint"] == "gs://bucket/t5/checkpoint_1100000"
+  assert meta["metrics"] == {"accuracy": 0.25}
+  # Trainable state only: a few KB, no backbone.
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path / "checkpoint_7") for f in fs)
+  assert size < 200_000
+  np.testing.assert_array_equal(prompt_io.load_npy(ckpt.prompt_path(7), (3, 4)), np.full((3, 4), 0.5))
+
+
+def test_keep_n_and_keep_best(tmp_path):
+  latest = state_lib.TrainCheckpointer(str(tmp_path / "a"), keep=2)
+  for step in range(1, 6):
+    latest.save(step, _state(step))
+  assert latest.steps() == [4, 5]
+  best = state_lib.TrainCheckpointer(str(tmp_path / "b"), keep=2, keep_best_metric="acc", mode="max")
+  for step, acc in [(1, 0.9), (2, 0.1), (3, 0.8), (4, 0.2), (5, 0.3)]:
+    best.save(step, _state(step), metrics={"acc": acc})
+  assert best.steps() == [1, 3, 5]  # the two best, and the latest for resuming
+  assert best.best_step() == 1
+  lowest = state_lib.TrainCheckpointer(str(tmp_path / "c"), keep=1, keep_best_metric="loss", mode="min")
+  for step, loss in [(1, 3.0), (2, 1.0), (3, 2.0)]:
+    lowest.save(step, _state(step), metrics={"loss": loss})
+  assert lowest.steps() == [2, 3]
+
+
+def test_torn_checkpoints_are_skipped(tmp_path, caplog):
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
+  for step in (2, 4, 6):
+    ckpt.save(step, _state(step, float(step)))
+  os.remove(tmp_path / "checkpoint_6" / "metadata.json")  # killed before the commit marker
+  for d, _, files in os.walk(tmp_path / "checkpoint_4" / "state"):  # data files lost
+    for f in files:
+      if not f.startswith("_"):
+        os.remove(os.path.join(d, f))
+  os.makedirs(tmp_path / ".tmp-checkpoint_8-deadbeef" / "state")  # a write in progress when killed
+  with caplog.at_level("WARNING"):
+    got = state_lib.TrainCheckpointer(str(tmp_path), keep=None).restore_latest(_state(0))
+  assert got.step == 2 and float(got.state.prompt["prompt"]["prompt"][0, 0]) == 2.0
+  text = caplog.text
+  assert "checkpoint_6: incomplete" in text and "checkpoint_4: it does not restore" in text
+  assert not (tmp_path / ".tmp-checkpoint_8-deadbeef").exists()
+
+
+def test_peft_export_on_save(tmp_path):
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), peft_export={"num_layers": 2, "num_attention_heads": 2})
+  ckpt.save(3, _state(3, 0.25))
+  np.testing.assert_array_equal(prompt_io.load_peft(str(tmp_path / "prompts" / "peft_3"), (3, 4)), 0.25)
+
+
+def _driver(backbone, model_dir, out, cache, steps=12):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(cache),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+         "PYTHONPATH": ROOT}
+  cmd = [sys.executable, "-m", "tests.checkpoints.resume_driver", "--backbone", str(backbone),
+         "--model_dir", str(model_dir), "--steps", str(steps), "--save_every", "2", "--out", str(out)]
+  return cmd, env
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+  backbone = lib.write_random_backbone(tmp_path / "backbone", lib.tiny_cfg())
+  cache = tmp_path / "jax_cache"
+  cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache)
+  subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+  cmd, env = _driver(backbone, tmp_path / "killed", tmp_path / "killed.npy", cache)
+  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in proc.stdout:
+    if line.strip() == "saved 4":
+      break
+  delay = random.Random().uniform(0.0, 0.3)  # kill somewhere in the following steps or writes
+  try:
+    proc.wait(timeout=delay)
+  except subprocess.TimeoutExpired:
+    pass
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait(timeout=60)
+  assert not (tmp_path / "killed.npy").exists(), "the run finished before the kill; nothing was tested"
+
+  rerun = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+  resumed = [int(line.split()[1]) for line in rerun.stdout.splitlines() if line.startswith("resumed")]
+  assert resumed and resumed[0] >= 4, rerun.stdout
+  straight, killed = np.load(tmp_path / "straight.npy"), np.load(tmp_path / "killed.npy")
+  assert straight.tobytes() == killed.tobytes(), f"delay {delay:.3f}s, resumed at {resumed}"

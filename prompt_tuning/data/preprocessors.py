@@ -56,9 +56,8 @@ MULTIRC_FEATURES = ("question", "answer", "paragraph")
 
 @seqio.map_over_dataset
 def multirc_text(x):
-  """MultiRC: one example per answer option; paragraph HTML removed."""
-  x = dict(x, paragraph=_remove_markup(x["paragraph"]))
-  return {"inputs": _join_features(x, "multirc", MULTIRC_FEATURES),
+  """MultiRC: one example per answer option; HTML removed (from all of it)."""
+  return {"inputs": _remove_markup(_join_features(x, "multirc", MULTIRC_FEATURES)),
           "targets": _label_text(x["label"], ("False", "True")), **_eval_fields(x)}
 
 

@@ -69,3 +69,14 @@ def write_random_backbone(path, cfg, seed=0):
   flat = {n: (0.3 * rng.standard_normal(s.shape) + (1.0 if n.endswith("scale") else 0.0)).astype(np.float32)
           for n, s in expected.items()}
   return t5x.write_t5x(str(path), traverse_util.unflatten_dict(flat, sep="/"))
+
+
+def assert_logits_match(ours, torch_model, inp, dec, tgt, atol=1e-4):
+  """Our logits vs a torch (or PEFT) T5's on the same padded batch, over real target positions."""
+  import torch
+  with torch.no_grad():
+    theirs = torch_model(input_ids=torch.tensor(inp), attention_mask=torch.tensor(inp > 0),
+                         decoder_input_ids=torch.tensor(dec),
+                         decoder_attention_mask=torch.tensor(tgt > 0)).logits.numpy()
+  valid = tgt > 0
+  np.testing.assert_allclose(np.asarray(ours)[valid], theirs[valid], atol=atol, rtol=0)

@@ -32,13 +32,8 @@ def test_logits_match_transformers(hf_t5):
                                 torch_model.lm_head.weight.detach().numpy().T)
   module = model_lib.build(cfg, prompt_length=0)
   inp, dec, tgt = lib.batch(cfg.vocab_size)
-  ours = np.asarray(jax.jit(module.apply)({"params": params}, inp, dec, tgt))
-  with torch.no_grad():
-    theirs = torch_model(input_ids=torch.tensor(inp), attention_mask=torch.tensor(inp > 0),
-                         decoder_input_ids=torch.tensor(dec),
-                         decoder_attention_mask=torch.tensor(tgt > 0)).logits.numpy()
-  valid = tgt > 0
-  np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
+  ours = jax.jit(module.apply)({"params": params}, inp, dec, tgt)
+  lib.assert_logits_match(ours, torch_model, inp, dec, tgt)
 
 
 def test_pytorch_bin_matches_safetensors(hf_t5, tmp_path):

@@ -2,7 +2,6 @@
 import jax
 import numpy as np
 import pytest
-import torch
 
 from prompt_tuning import model as model_lib
 from prompt_tuning.checkpoints import hf
@@ -39,14 +38,8 @@ def test_peft_round_trip_logits_match(hf_t5, tmp_path):
   np.testing.assert_array_equal(peft_model.get_prompt(batch_size=1)[0].detach().numpy(), prompt)
   module = model_lib.build(cfg, prompt_length=4, placement="prefix")
   inp, dec, tgt = lib.batch(cfg.vocab_size, seed=3)
-  ours = np.asarray(jax.jit(module.apply)(
-      {"params": model_lib.merge({"prompt": {"prompt": prompt}}, params)}, inp, dec, tgt))
-  with torch.no_grad():
-    theirs = peft_model(input_ids=torch.tensor(inp), attention_mask=torch.tensor(inp > 0),
-                        decoder_input_ids=torch.tensor(dec),
-                        decoder_attention_mask=torch.tensor(tgt > 0)).logits.numpy()
-  valid = tgt > 0
-  np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
+  ours = jax.jit(module.apply)({"params": model_lib.merge({"prompt": {"prompt": prompt}}, params)}, inp, dec, tgt)
+  lib.assert_logits_match(ours, peft_model, inp, dec, tgt)
   np.testing.assert_array_equal(prompt_io.load_prompt(adapter, (4, cfg.emb_dim)), prompt)
 
 

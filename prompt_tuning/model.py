@@ -47,17 +47,22 @@ class PromptT5(nn.Module):
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array], deterministic: bool = True,
-             decode: bool = False, position: Array | int = 0) -> Array:
-    """Float32 logits [b, T, vocab]; `decode=True` runs one cached step at `position`."""
+             decode: bool = False) -> Array:
+    """Float32 logits [b, T, vocab].
+
+    With `decode=True` (and `mutable=["cache"]`) the decoder runs on the KV cache: the tokens are
+    the next positions after the cache's `cache_index`, and `decoder_target_tokens` is unused
+    (see `prompt_tuning.decoding`, which builds and steps the cache).
+    """
     y = self.token_embedder(decoder_input_tokens)
     if decode:
-      self_mask = None if decoder_target_tokens is None else _causal_mask(decoder_target_tokens)
+      self_mask = None
       q_valid = jnp.ones(decoder_input_tokens.shape, bool)
     else:
       self_mask = _causal_mask(decoder_target_tokens)
       q_valid = decoder_target_tokens > 0
     cross_mask = q_valid[:, None, :, None] & encoder_mask[:, None, None, :]
-    return self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode, position)
+    return self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, prompt_ids: Optional[Array] = None,

@@ -153,9 +153,11 @@ class RelativePositionBias(nn.Module):
       rel = np.arange(k_len)[None, :] - (np.arange(q_len)[:, None] + q_offset)
       buckets = jnp.asarray(relative_position_bucket(rel, self.bidirectional, self.num_buckets,
                                                      self.max_distance))
-    else:  # decoding one step at a dynamic position
-      rel = jnp.arange(k_len)[None, :] - (jnp.arange(q_len)[:, None] + q_offset)
-      buckets = _bucket_jnp(rel, self.bidirectional, self.num_buckets, self.max_distance)
+    else:  # cached decoding at a dynamic offset: rows of the same static [k, k] bucket table
+      rel = np.arange(k_len)[None, :] - np.arange(k_len)[:, None]
+      full = jnp.asarray(relative_position_bucket(rel, self.bidirectional, self.num_buckets,
+                                                  self.max_distance))
+      buckets = jax.lax.dynamic_slice_in_dim(full, q_offset, q_len, axis=0)
     return jnp.take(table, buckets, axis=1)[None]  # [1, heads, q, k], float32
 
 
@@ -224,17 +226,21 @@ class Attention(nn.Module):
     return dense(q_in.shape[-1], ("joined_kv", "embed"), kernel_init=fan_in, name="out")(out)
 
   def _extend_cache(self, k: Array, v: Array, bias: Array):
-    """Single-step decoding: writes this step's key/value into the cache at `cache_index`."""
+    """Cached decoding: writes these q_len steps' keys/values at `cache_index`, attends to all.
+
+    The first call (no `cache` collection yet, e.g. under `jax.eval_shape`) gets full-length
+    inputs and only shapes the cache; the caller's `bias` masks the not-yet-written slots.
+    """
     is_init = not self.has_variable("cache", "cached_key")
     ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-    if is_init:  # the cache is being shaped from a full-length dummy call
+    if is_init:
       return k, v, bias
     i = idx.value
-    ck.value = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
-    cv.value = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
-    idx.value = i + 1
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, i, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, i, 0, 0))
+    idx.value = i + k.shape[1]
     return ck.value, cv.value, bias
 
 
@@ -329,19 +335,24 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
-               deterministic: bool, decode: bool = False, position: Array | int = 0) -> Array:
+               deterministic: bool, decode: bool = False) -> Array:
     c = self.cfg
     q_len = y.shape[1]
-    k_len = q_len
-    if decode and self.has_variable("cache", "kv_length"):
-      k_len = self.get_variable("cache", "kv_length").shape[0]
-    elif decode:
-      self.variable("cache", "kv_length", jnp.zeros, (q_len,), jnp.int8)
+    k_len, position = q_len, 0
+    if decode:  # cached: y holds the q_len tokens at positions cache_index, cache_index + 1, ...
+      stepping = self.has_variable("cache", "cache_index")
+      # The shape of `kv_length` records the cache length, a static shape under jit.
+      kv_length = self.variable("cache", "kv_length", jnp.zeros, (q_len,), jnp.int8)
+      index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if stepping:
+        k_len, position = kv_length.value.shape[0], index.value
+        index.value = position + q_len
     rel = RelativePositionBias(c.relative_attention_num_buckets, c.relative_attention_max_distance,
                                c.num_heads, bidirectional=False, name="relpos_bias")(
-                                   q_len, k_len, position if decode else 0)
-    if decode and k_len != q_len:  # one step: attend to cached positions <= position
-      self_mask = (jnp.arange(k_len) <= position)[None, None, None, :]
+                                   q_len, k_len, position)
+    if decode and not isinstance(position, int):  # causal over the cache: key <= own position
+      q_pos = position + jnp.arange(q_len)[:, None]
+      self_mask = (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
     self_bias = attention_bias(self_mask, rel)
     cross_bias = attention_bias(cross_mask, None)
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)

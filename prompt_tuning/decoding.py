@@ -1,0 +1,296 @@
+"""Decoding with a prompted encoder: greedy, beam search, sampling, and teacher-forced scoring.
+
+## Decoding
+
+All decoders encode the (prompted) inputs once with `PromptT5.encode`, then run the decoder one
+token at a time on a key/value cache (`decode=True`), inside one `lax.while_loop` that stops as
+soon as every sequence has produced EOS. Everything is pure JAX with static shapes, so each
+function can be wrapped in `jax.jit` with the module and lengths held static, e.g.
+`jax.jit(functools.partial(greedy, module, max_decode_length=32))`.
+
+T5 conventions: the decoder starts from id 0, EOS is id 1, and outputs are right-padded with 0
+after EOS. The pad id 0 is never generated (its logit is masked while choosing tokens), so a 0 in
+an output always means "after EOS"; likelihoods are still those of the full softmax, as in
+`score`.
+
+| function | returns |
+| --- | --- |
+| `greedy(module, params, encoder_input_tokens, max_decode_length, prompt_ids=None)` | `(tokens [b, T], log_likelihood [b])` |
+| `beam_search(..., num_decodes=4, alpha=0.6, beam_size=None)` | `(tokens [b, n, T], scores [b, n])`, best first |
+| `sample(..., rng, temperature=1.0, top_k=0, top_p=1.0, num_decodes=1)` | `(tokens [b, n, T], log_likelihood [b, n])` |
+| `score(module, params, batch)` | `[b]` sum of target log-likelihoods (T5X `score_batch`) |
+
+* **Beam search** keeps `beam_size` (default `num_decodes`) live hypotheses ranked by
+  log-likelihood and a pool of the `num_decodes` best finished ones ranked by
+  `log_likelihood / ((5 + length) / 6) ** alpha` (T5's length penalty; `alpha=0` turns it off),
+  where `length` counts the generated tokens including EOS. Every live hypothesis's EOS
+  continuation is offered to the pool at every step, and at `max_decode_length` the live ones
+  are offered as they are (truncated, `length = max_decode_length`); T5X instead returns
+  truncated hypotheses only when none finished. The search stops once no live hypothesis can
+  beat the worst pooled one. With `beam_size` at least the number of EOS-free prefixes of length
+  `T - 1` the search is exhaustive; otherwise it is the usual approximation.
+* **Sampling** divides the logits by `temperature` (`0` means greedy), keeps the `top_k` most
+  likely tokens (`0`: all), then the smallest set of tokens whose probability mass is at least
+  `top_p` (`1.0`: all), and draws from what is left. `temperature`, `top_k` and `top_p` may be
+  traced values, so one compiled program serves every setting. The returned log-likelihood is
+  the model's own (unfiltered, temperature 1), i.e. what `score` gives for the sampled tokens.
+* **Scoring** (rank classification, infer "score" mode) is teacher-forced over whole target
+  sequences: `batch` holds `encoder_input_tokens`, `decoder_target_tokens`, optionally
+  `decoder_input_tokens` (default: targets shifted right), `decoder_loss_weights` (default:
+  targets > 0) and `prompt_ids` (for a model with a table of prompts).
+* **Cache**: `init_cache` shapes it with `jax.eval_shape` (nothing is run) and `decode_step`
+  advances it by one token for the whole batch. The cache holds self-attention keys and values
+  only; the cross-attention keys and values of the encoding are recomputed at every step, as in
+  T5X.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Mapping[str, Any]
+
+PAD_ID = 0
+EOS_ID = 1
+DECODER_START_ID = 0
+NEG_INF = -jnp.inf
+
+
+# ----------------------------------------------------------------------------- encoder and cache
+
+
+def encode(module, params: Params, encoder_input_tokens: Array,
+           prompt_ids: Optional[Array] = None) -> tuple[Array, Array]:
+  """The prompted encoding [b, L+P, d] and its mask [b, L+P] (deterministic)."""
+  return module.apply({"params": params}, encoder_input_tokens, prompt_ids, True,
+                      method=module.encode)
+
+
+def _decode_apply(module, variables, encoded, encoder_mask, tokens):
+  return module.apply(variables, encoded, encoder_mask, tokens, None, True, True,
+                      mutable=["cache"], method=module.decode)
+
+
+def init_cache(module, params: Params, batch_size: int, max_decode_length: int,
+               encoded_len: int) -> Any:
+  """An empty KV cache (all zeros, `cache_index` 0) for `max_decode_length` decoder steps."""
+  cfg = module.cfg
+
+  def shape_cache(params):
+    encoded = jnp.zeros((batch_size, encoded_len, cfg.emb_dim), cfg.compute_dtype)
+    mask = jnp.ones((batch_size, encoded_len), bool)
+    tokens = jnp.zeros((batch_size, max_decode_length), jnp.int32)
+    _, variables = _decode_apply(module, {"params": params}, encoded, mask, tokens)
+    return variables["cache"]
+
+  shapes = jax.eval_shape(shape_cache, params)
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def decode_step(module, params: Params, cache: Any, encoded: Array, encoder_mask: Array,
+                tokens: Array) -> tuple[Array, Any]:
+  """Feeds `tokens` [b] at the cache's next position; returns (float32 logits [b, V], cache)."""
+  logits, variables = _decode_apply(module, {"params": params, "cache": cache}, encoded,
+                                    encoder_mask, tokens[:, None])
+  return logits[:, 0], variables["cache"]
+
+
+def _reorder_cache(cache: Any, index: Array) -> Any:
+  """Gathers the per-sequence cache entries (keys and values) along the batch axis."""
+  def gather(path, x):
+    name = getattr(path[-1], "key", None)
+    return x[index] if name in ("cached_key", "cached_value") else x
+  return jax.tree_util.tree_map_with_path(gather, cache)
+
+
+def _previous_tokens(tokens: Array, i: Array) -> Array:
+  """The decoder input at step i: the start id at 0, else the token chosen at i - 1."""
+  prev = jax.lax.dynamic_index_in_dim(tokens, jnp.maximum(i - 1, 0), axis=-1, keepdims=False)
+  return jnp.where(i == 0, DECODER_START_ID, prev)
+
+
+# ----------------------------------------------------------------------------- greedy / sampling
+
+
+def filter_logits(logits: Array, top_k: Array | int = 0, top_p: Array | float = 1.0) -> Array:
+  """Sets to -inf every logit outside the top-k, then outside the top-p nucleus.
+
+  top-k keeps the tokens whose logit is at least the k-th largest (ties at the k-th value are
+  kept); top-p keeps the smallest set of most likely tokens whose probability mass (after top-k)
+  is at least `top_p`, always at least one token. `top_k <= 0` or `top_p >= 1` disables a filter.
+  """
+  vocab = logits.shape[-1]
+  top_k = jnp.asarray(top_k, jnp.int32)
+  order = jnp.argsort(-logits, axis=-1)  # most likely first
+  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  kth = jnp.take(sorted_logits, jnp.clip(top_k - 1, 0, vocab - 1), axis=-1)[..., None]
+  logits = jnp.where((top_k <= 0) | (logits >= kth), logits, NEG_INF)
+
+  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  keep_sorted = (mass_before < top_p) | (jnp.arange(vocab) == 0)
+  keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+  return jnp.where(keep | (top_p >= 1.0), logits, NEG_INF)
+
+
+def _autoregressive(module, params, encoded, encoder_mask, max_decode_length, choose, rng):
+  """Runs `choose(logits, rng) -> tokens` step by step; returns (tokens [B, T], loglik [B])."""
+  batch = encoded.shape[0]
+  cache = init_cache(module, params, batch, max_decode_length, encoded.shape[1])
+
+  def cond(state):
+    i, _, _, done, _ = state
+    return (i < max_decode_length) & ~jnp.all(done)
+
+  def body(state):
+    i, tokens, cache, done, loglik = state
+    logits, cache = decode_step(module, params, cache, encoded, encoder_mask,
+                                _previous_tokens(tokens, i))
+    allowed = logits.at[:, PAD_ID].set(NEG_INF)
+    chosen = jnp.where(done, PAD_ID, choose(allowed, jax.random.fold_in(rng, i)))
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), chosen[:, None], axis=-1)[:, 0]
+    loglik = loglik + jnp.where(done, 0.0, logp)
+    tokens = jax.lax.dynamic_update_index_in_dim(tokens, chosen, i, axis=1)
+    return i + 1, tokens, cache, done | (chosen == EOS_ID), loglik
+
+  state = (jnp.array(0, jnp.int32), jnp.zeros((batch, max_decode_length), jnp.int32), cache,
+           jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
+  _, tokens, _, _, loglik = jax.lax.while_loop(cond, body, state)
+  return tokens, loglik
+
+
+def greedy(module, params: Params, encoder_input_tokens: Array, max_decode_length: int,
+           prompt_ids: Optional[Array] = None) -> tuple[Array, Array]:
+  """Argmax decoding; returns (tokens [b, T], their log-likelihood [b])."""
+  encoded, mask = encode(module, params, encoder_input_tokens, prompt_ids)
+  choose = lambda logits, rng: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return _autoregressive(module, params, encoded, mask, max_decode_length, choose,
+                         jax.random.PRNGKey(0))
+
+
+def sample(module, params: Params, encoder_input_tokens: Array, max_decode_length: int,
+           rng: Array, prompt_ids: Optional[Array] = None, temperature: Array | float = 1.0,
+           top_k: Array | int = 0, top_p: Array | float = 1.0,
+           num_decodes: int = 1) -> tuple[Array, Array]:
+  """Temperature / top-k / top-p sampling of `num_decodes` sequences per example.
+
+  Returns (tokens [b, num_decodes, T], model log-likelihood [b, num_decodes]).
+  """
+  encoded, mask = encode(module, params, encoder_input_tokens, prompt_ids)
+  batch = encoded.shape[0]
+  encoded = jnp.repeat(encoded, num_decodes, axis=0)
+  mask = jnp.repeat(mask, num_decodes, axis=0)
+  temperature = jnp.asarray(temperature, jnp.float32)
+
+  def choose(logits, key):
+    scaled = logits / jnp.maximum(temperature, jnp.finfo(jnp.float32).tiny)
+    drawn = jax.random.categorical(key, filter_logits(scaled, top_k, top_p), axis=-1)
+    return jnp.where(temperature > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+
+  tokens, loglik = _autoregressive(module, params, encoded, mask, max_decode_length, choose, rng)
+  return (tokens.reshape(batch, num_decodes, max_decode_length),
+          loglik.reshape(batch, num_decodes))
+
+
+# ----------------------------------------------------------------------------- beam search
+
+
+def length_penalty(length: Array | int, alpha: Array | float) -> Array:
+  """T5's brevity penalty ((5 + length) / 6) ** alpha; scores are log-likelihood / penalty."""
+  return jnp.power((5.0 + jnp.asarray(length, jnp.float32)) / 6.0, alpha)
+
+
+def beam_search(module, params: Params, encoder_input_tokens: Array, max_decode_length: int,
+                prompt_ids: Optional[Array] = None, num_decodes: int = 4,
+                alpha: Array | float = 0.6,
+                beam_size: Optional[int] = None) -> tuple[Array, Array]:
+  """Beam search; returns (tokens [b, num_decodes, T], scores [b, num_decodes]) best first.
+
+  Scores are length-penalized log-likelihoods (see `length_penalty`); `beam_size` live
+  hypotheses are kept (default `num_decodes`, at least `num_decodes`). `alpha >= 0` is assumed
+  by the early stop.
+  """
+  width = beam_size or num_decodes
+  if width < num_decodes:
+    raise ValueError(f"beam_size {width} is smaller than num_decodes {num_decodes}")
+  length = max_decode_length
+  encoded, mask = encode(module, params, encoder_input_tokens, prompt_ids)
+  batch = encoded.shape[0]
+  encoded = jnp.repeat(encoded, width, axis=0)
+  mask = jnp.repeat(mask, width, axis=0)
+  cache = init_cache(module, params, batch * width, length, encoded.shape[1])
+  vocab = module.cfg.vocab_size
+  is_eos = jnp.arange(vocab) == EOS_ID
+  batch_offset = (jnp.arange(batch) * width)[:, None]
+
+  def extend(seqs, beam, token, i):
+    """Copies hypotheses `beam` [b, m] of `seqs` [b, W, T] and writes `token` at step i."""
+    picked = jnp.take_along_axis(seqs, beam[..., None], axis=1)
+    return jax.lax.dynamic_update_index_in_dim(picked, token, i, axis=2)
+
+  def cond(state):
+    i, _, alive_logp, _, _, fin_score = state
+    best_possible = jnp.max(alive_logp, axis=1) / jnp.maximum(length_penalty(i + 1, alpha),
+                                                               length_penalty(length, alpha))
+    settled = fin_score[:, -1] >= best_possible
+    return (i < length) & ~jnp.all(settled)
+
+  def body(state):
+    i, alive_seq, alive_logp, cache, fin_seq, fin_score = state
+    prev = _previous_tokens(alive_seq, i).reshape(batch * width)
+    logits, cache = decode_step(module, params, cache, encoded, mask, prev)
+    logp = jax.nn.log_softmax(logits).at[:, PAD_ID].set(NEG_INF).reshape(batch, width, vocab)
+    cand = alive_logp[..., None] + logp  # [b, W, V]
+
+    # Finished: every EOS continuation; at the last step every continuation (truncated).
+    finishing = is_eos | (i == length - 1)
+    fin_cand = jnp.where(finishing, cand, NEG_INF) / length_penalty(i + 1, alpha)
+    new_score, flat = jax.lax.top_k(fin_cand.reshape(batch, width * vocab), num_decodes)
+    new_seq = extend(alive_seq, flat // vocab, (flat % vocab).astype(jnp.int32), i)
+    all_score = jnp.concatenate([fin_score, new_score], axis=1)
+    all_seq = jnp.concatenate([fin_seq, new_seq], axis=1)
+    fin_score, keep = jax.lax.top_k(all_score, num_decodes)
+    fin_seq = jnp.take_along_axis(all_seq, keep[..., None], axis=1)
+
+    # Alive: the best non-EOS continuations by log-likelihood.
+    alive_cand = jnp.where(is_eos, NEG_INF, cand).reshape(batch, width * vocab)
+    alive_logp, flat = jax.lax.top_k(alive_cand, width)
+    beam = flat // vocab
+    alive_seq = extend(alive_seq, beam, (flat % vocab).astype(jnp.int32), i)
+    cache = _reorder_cache(cache, (batch_offset + beam).reshape(-1))
+    return i + 1, alive_seq, alive_logp, cache, fin_seq, fin_score
+
+  alive_logp = jnp.where(jnp.arange(width) == 0, 0.0, NEG_INF)  # one live hypothesis at first
+  state = (jnp.array(0, jnp.int32), jnp.zeros((batch, width, length), jnp.int32),
+           jnp.broadcast_to(alive_logp, (batch, width)), cache,
+           jnp.zeros((batch, num_decodes, length), jnp.int32),
+           jnp.full((batch, num_decodes), NEG_INF, jnp.float32))
+  *_, fin_seq, fin_score = jax.lax.while_loop(cond, body, state)
+  return fin_seq, fin_score
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def shift_right(targets: Array) -> Array:
+  """Decoder inputs from targets: the start id, then targets[:-1]."""
+  return jnp.pad(targets[:, :-1], ((0, 0), (1, 0)), constant_values=DECODER_START_ID)
+
+
+def score(module, params: Params, batch: Mapping[str, Array]) -> Array:
+  """Per-example sum of target log-likelihoods [b], teacher-forced (T5X's `score_batch`)."""
+  targets = batch["decoder_target_tokens"]
+  inputs = batch.get("decoder_input_tokens")
+  if inputs is None:
+    inputs = shift_right(targets)
+  weights = batch.get("decoder_loss_weights")
+  if weights is None:
+    weights = targets > 0
+  logits = module.apply({"params": params}, batch["encoder_input_tokens"], inputs, targets,
+                        batch.get("prompt_ids"), True)
+  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+  return jnp.sum(logp * weights.astype(logp.dtype), axis=-1)

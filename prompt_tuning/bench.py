@@ -1,0 +1,245 @@
+"""Throughput benchmark of the real prompt-tuning train step on random weights and tokens.
+
+  python -m prompt_tuning.bench --sizes small,base --batch 32 --inputs-len 512 --targets-len 8 \
+      --prompt-len 100
+
+Prints one JSON object per size with the fields of the PEFT peer benchmark (`system`, `size`,
+`batch`, `step_s`, `examples_per_s`, `tflops_per_s` from the same analytic FLOP count,
+`peak_mem_gib`, `device`) plus XLA's own FLOP count and the fraction of the card's measured bf16
+matmul throughput. Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prompt_tuning import model as model_lib
+from prompt_tuning import optim
+from prompt_tuning import partitioning
+from prompt_tuning import prompts
+from prompt_tuning import t5
+from prompt_tuning import train_step as ts
+
+# Per-size defaults chosen by measurement (README "Performance"): what to keep for backward.
+REMAT = {"small": "none", "base": "none", "large": "none", "xl": "dots", "xxl": "full"}
+# The peer script's extra size, for smoke runs on a CPU.
+BENCH_SIZES = {**t5.SIZES, "tiny": dict(emb_dim=64, mlp_dim=128, num_encoder_layers=2,
+                                        num_decoder_layers=2, num_heads=2, head_dim=32)}
+REMAT["tiny"] = "none"
+# Input lengths of RTE (SentencePiece tokens of "hypothesis: ... premise: ..."): quantiles used
+# to draw a realistic length mix for the padding-waste measurement.
+RTE_LENGTH_QUANTILES = [(0.0, 20), (0.1, 38), (0.25, 48), (0.5, 62), (0.75, 86), (0.9, 122),
+                        (0.99, 220), (1.0, 290)]
+
+
+def step_flops(cfg: t5.T5Config, batch: int, enc_len: int, dec_len: int, weight_grads=False) -> float:
+  """Analytic matmul FLOPs of one step: forward, plus backward for activations (and weights)."""
+  d, f, inner = cfg.emb_dim, cfg.mlp_dim, cfg.num_heads * cfg.head_dim
+  n_in = len(cfg.mlp_activations)
+  mlp = 2 * (n_in + 1) * d * f
+  enc = cfg.num_encoder_layers * (enc_len * (2 * 4 * d * inner + mlp) + 4 * enc_len ** 2 * inner)
+  dec_self = dec_len * 2 * 4 * d * inner + 4 * dec_len ** 2 * inner
+  dec_cross = 2 * 2 * d * inner * (dec_len + enc_len) + 4 * dec_len * enc_len * inner
+  dec = cfg.num_decoder_layers * (dec_self + dec_cross + dec_len * mlp)
+  logits = 2 * dec_len * d * cfg.vocab_size
+  return batch * (enc + dec + logits) * (3 if weight_grads else 2)
+
+
+def _random_leaf(key, shape, dtype, kind):
+  if kind == "scale":
+    return jnp.ones(shape, dtype)
+  scale = 1.0 if kind == "embedding" else 1.0 / math.sqrt(shape[0])
+  return (jax.random.normal(key, shape, jnp.float32) * scale).astype(dtype)
+
+
+def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
+  """Random frozen weights made leaf by leaf in `dtype`, already sharded (no f32 copy)."""
+  boxed = ts.abstract_params(module)
+  abstract = model_lib.split(jax.tree.map(lambda b: b.value, boxed, is_leaf=lambda x: hasattr(x, "value")))[1]
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+  out = []
+  for i, ((path, leaf), sh) in enumerate(zip(leaves, jax.tree.leaves(shardings))):
+    kind = path[-1].key
+    leaf_dtype = dtype if kind in ("kernel", "embedding") else jnp.float32
+    make = jax.jit(functools.partial(_random_leaf, shape=leaf.shape, dtype=leaf_dtype, kind=kind),
+                   out_shardings=sh)
+    out.append(make(jax.random.PRNGKey(seed + i)))
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def matmul_tflops(n: int = 8192, reps: int = 10) -> float:
+  """Measured bf16 n^3 matmul throughput of the first device (the card's practical peak)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.bfloat16)
+  mm = jax.jit(lambda x: x @ x)
+  mm(a).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(reps):
+    y = mm(a)
+  y.block_until_ready()
+  return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def peak_memory_gib():
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else round(peak / 2 ** 30, 2)
+
+
+def rte_lengths(n: int, seed: int = 0) -> np.ndarray:
+  """Input lengths drawn by inverse-CDF from RTE's length quantiles."""
+  qs, vals = zip(*RTE_LENGTH_QUANTILES)
+  return np.interp(np.random.RandomState(seed).rand(n), qs, vals).astype(int)
+
+
+def random_batch(batch: int, inputs_len: int, targets_len: int, lengths=None, seed: int = 0):
+  rng = np.random.RandomState(seed)
+  inputs = rng.randint(2, 32000, (batch, inputs_len)).astype(np.int32)
+  if lengths is not None:
+    inputs[np.arange(inputs_len)[None, :] >= np.asarray(lengths)[:, None]] = 0
+  targets = rng.randint(2, 32000, (batch, targets_len)).astype(np.int32)
+  return {"encoder_input_tokens": inputs,
+          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+          "decoder_target_tokens": targets}
+
+
+class StepRunner:
+  """Builds the sharded model, optimizer state and compiled step for one configuration."""
+
+  def __init__(self, cfg: t5.T5Config, prompt_len: int, mesh, frozen_dtype):
+    self.module = model_lib.build(cfg, prompt_length=prompt_len)
+    self.mesh, self.rules = mesh, partitioning.logical_rules()
+    self.tx = optim.adafactor()
+    _, self.frozen_sh = ts.shardings(self.module, mesh, self.rules)
+    self.frozen = random_frozen(self.module, self.frozen_sh, frozen_dtype)
+    prompt = {"prompt": {"prompt": prompts.random_uniform()(jax.random.PRNGKey(1),
+                                                            (prompt_len, cfg.emb_dim))}}
+    state = ts.TrainState.create(prompt, self.tx)
+    self.state_sh = ts.state_shardings(state, mesh)
+    self.state = jax.device_put(state, self.state_sh)
+    self.step = ts.partitioned_train_step(self.module, self.tx, mesh, self.rules, self.frozen_sh,
+                                          self.state_sh, donate=True)
+    self.compiled = {}
+
+  def compile(self, batch):
+    key = batch["encoder_input_tokens"].shape
+    if key not in self.compiled:
+      with partitioning.activation_context(self.mesh, self.rules):
+        lowered = self.step.jitted.lower(self.state, self.frozen, batch, None)
+      self.compiled[key] = lowered.compile()
+    return self.compiled[key]
+
+  def run(self, batch, steps: int):
+    compiled = self.compile(batch)
+    batch = jax.device_put(batch, partitioning.batch_sharding(self.mesh))
+    stats = None
+    for _ in range(steps):
+      self.state, stats = compiled(self.state, self.frozen, batch, None)
+    jax.block_until_ready(self.state)
+    return stats
+
+
+def bench_size(size: str, args, mesh, peak_tflops) -> dict:
+  remat = args.remat if args.remat != "auto" else REMAT[size]
+  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
+                    attention=args.attention)
+  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype))
+  batch = random_batch(args.batch, args.inputs_len, args.targets_len)
+  t = time.perf_counter()
+  compiled = runner.compile(batch)
+  compile_s = time.perf_counter() - t
+  runner.run(batch, args.warmup)
+  t = time.perf_counter()
+  stats = runner.run(batch, args.steps)
+  dt = (time.perf_counter() - t) / args.steps
+  enc_len = args.inputs_len + args.prompt_len
+  flops = step_flops(cfg, args.batch, enc_len, args.targets_len)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  mem = compiled.memory_analysis()
+  tflops = flops / dt / 1e12
+  rec = {"system": "prompt_tuning", "size": size, "batch": args.batch, "inputs_len": args.inputs_len,
+         "targets_len": args.targets_len, "prompt_len": args.prompt_len, "dtype": args.dtype,
+         "frozen_dtype": args.frozen_dtype, "remat": remat, "attention": args.attention,
+         "step_s": round(dt, 5), "examples_per_s": round(args.batch / dt, 2),
+         "tflops_per_s": round(tflops, 2),
+         "xla_tflops_per_step": round(float(cost.get("flops", 0.0)) / 1e12, 3) if cost else None,
+         "analytic_tflops_per_step": round(flops / 1e12, 3),
+         "frac_of_matmul_peak": round(tflops / peak_tflops, 3) if peak_tflops else None,
+         "temp_gib": round(mem.temp_size_in_bytes / 2 ** 30, 2) if mem else None,
+         "peak_mem_gib": peak_memory_gib(), "device": jax.devices()[0].device_kind,
+         "num_devices": jax.device_count(), "compile_s": round(compile_s, 1),
+         "loss": round(float(stats["loss"]), 4)}
+  if args.length_dist == "rte":
+    rec.update(padding_waste(runner, args))
+  return rec
+
+
+def padding_waste(runner: StepRunner, args) -> dict:
+  """Real tokens/s on RTE-like lengths: padding every batch to 512 vs to a length bucket."""
+  out = {}
+  lengths = rte_lengths(args.batch * args.steps, seed=1).reshape(args.steps, args.batch)
+  real = int(lengths.sum())
+  for mode in ("pad_to_max", "bucketed"):
+    batches = []
+    for row in lengths:
+      length = args.inputs_len
+      if mode == "bucketed":
+        length = next(b for b in (64, 128, 256, 512, args.inputs_len) if b >= row.max())
+      batches.append(random_batch(args.batch, length, args.targets_len, lengths=row))
+    for b in batches:  # compile and warm every shape first
+      runner.run(b, 1)
+    t = time.perf_counter()
+    for b in batches:
+      runner.run(b, 1)
+    out[f"real_tokens_per_s_{mode}"] = round(real / (time.perf_counter() - t), 1)
+  out["bucketing_speedup"] = round(out["real_tokens_per_s_bucketed"] / out["real_tokens_per_s_pad_to_max"], 2)
+  return out
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", default="base", help="comma list of " + ",".join(BENCH_SIZES))
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--inputs-len", type=int, default=512)
+  p.add_argument("--targets-len", type=int, default=8)
+  p.add_argument("--prompt-len", type=int, default=100)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--dtype", default="bfloat16", help="compute dtype")
+  p.add_argument("--frozen-dtype", default="bfloat16", help="storage dtype of frozen matrices")
+  p.add_argument("--remat", default="auto", choices=["auto", "none", "dots", "full"],
+                 help="rematerialization per layer; auto = the per-size table REMAT")
+  p.add_argument("--attention", default="xla", choices=["xla", "fused"])
+  p.add_argument("--mesh", default="-1,1", help="data,model mesh shape")
+  p.add_argument("--length-dist", default="none", choices=["none", "rte"],
+                 help="also measure real tokens/s on RTE-like lengths, padded vs bucketed")
+  p.add_argument("--matmul-peak", action="store_true", help="measure the bf16 matmul peak first")
+  p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache")
+  args = p.parse_args(argv)
+  if args.cache_dir:
+    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+  shape = tuple(int(x) for x in args.mesh.split(","))
+  devices = jax.devices() if -1 in shape else jax.devices()[:shape[0] * shape[1]]
+  mesh = partitioning.create_mesh(shape, devices)
+  peak = matmul_tflops() if args.matmul_peak else None
+  if peak:
+    print(json.dumps({"system": "matmul", "bf16_matmul_tflops": round(peak, 1),
+                      "device": jax.devices()[0].device_kind}), flush=True)
+  for size in args.sizes.split(","):
+    try:
+      print(json.dumps(bench_size(size, args, mesh, peak)), flush=True)
+    except Exception as e:  # report and go on with the next size (e.g. out of memory)
+      print(json.dumps({"system": "prompt_tuning", "size": size, "batch": args.batch,
+                        "error": f"{type(e).__name__}: {str(e)[:300]}"}), flush=True)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

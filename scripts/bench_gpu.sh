@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Our benchmark and the PEFT peer on the same card, in one run, so results are ratios.
+# Usage: scripts/bench_gpu.sh PEER_SCRIPT OUT_JSONL
+# Each group has its own time limit so that one slow compile cannot take the others down.
+set -u
+peer=$1
+out=$2
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
+w="--batch 32 --inputs-len 512 --targets-len 8 --prompt-len 100"
+run() {
+  local limit=$1; shift
+  echo "# $(date -u +%H:%M:%S) $*" >&2
+  timeout "$limit" "$@" | tee -a "$out"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
+run 110 python -m prompt_tuning.bench --sizes base,small $w --matmul-peak
+run 110 python "$peer" --sizes small,base,large,xl $w
+run 90 python -m prompt_tuning.bench --sizes large $w
+run 100 python -m prompt_tuning.bench --sizes xl $w
+run 120 python -m prompt_tuning.bench --sizes xxl $w
+run 60 python -m prompt_tuning.bench --sizes base $w --attention fused --length-dist rte

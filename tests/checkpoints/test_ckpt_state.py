@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,8 @@ def _driver(backbone, model_dir, out, cache, steps=12):
 
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
   backbone = lib.write_random_backbone(tmp_path / "backbone", lib.tiny_cfg())
-  cache = tmp_path / "jax_cache"
+  # A compilation cache shared by the three runs (and later test sessions): only the first compiles.
+  cache = os.path.join(tempfile.gettempdir(), "prompt_tuning_tests_jax_cache")
   cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache)
   subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
 

@@ -1,0 +1,23 @@
+"""Evaluate a prompt file + frozen checkpoint on a task (configs/runs/prompt_eval.gin).
+
+  python -m prompt_tuning.eval --gin_file=configs/runs/quickstart_eval.gin
+  python -m prompt_tuning.eval --gin_file=models/t5_1_1_base_prompt.gin \\
+    --gin_file=runs/prompt_eval.gin --gin.MIXTURE_OR_TASK_NAME=... --gin.PROMPT_FILE=... \\
+    --gin.INITIAL_CHECKPOINT_PATH=... --gin.EVAL_OUTPUT_DIR=...
+
+Calls `prompt_tuning.evaluation.run_eval` with the bindings of the gin files.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None) -> int:
+  from prompt_tuning import evaluation, gin_utils
+  return gin_utils.main(sys.argv[1:] if argv is None else argv, "prompt_tuning.eval",
+                        __doc__, lambda: evaluation.run_eval())
+
+
+if __name__ == "__main__":
+  sys.exit(main())

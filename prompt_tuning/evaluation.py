@@ -1,0 +1,224 @@
+"""Evaluation of a prompt on a task: teacher-forced loss plus the task's own metrics.
+
+Task metrics come from decoding (greedy by default, as in the paper; any function of
+`prompt_tuning.decoding` bound in gin) or, for `*_rank_classification` tasks, from scoring every
+label with `decoding.score`; either way the task's seqio postprocessor and metric functions turn
+outputs into numbers. Metric names are `eval/<task>/<metric>`; `eval/score` is the mean of all
+task metrics, the number early stopping and keep-best use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import os
+from typing import Any, Callable, Mapping, Optional
+
+import gin
+import jax
+import numpy as np
+
+from prompt_tuning import decoding
+from prompt_tuning import inputs as inputs_lib
+from prompt_tuning import model as model_lib
+from prompt_tuning import train_step
+
+SCORE_KEY = "eval/score"
+
+
+@dataclasses.dataclass
+class TaskData:
+  task: Any
+  examples: list
+  is_ranked: bool
+  majority: float
+
+
+def decode_tokens(decode_fn: Callable, module, params, tokens, max_length: int, rng) -> jax.Array:
+  """The best output [b, T] of any decoder of `prompt_tuning.decoding` (sampling gets `rng`)."""
+  kwargs = {"rng": rng} if "rng" in inspect.signature(decode_fn).parameters else {}
+  out = decode_fn(module, params, tokens, max_length, **kwargs)[0]
+  return out[:, 0] if out.ndim == 3 else out
+
+
+def _text(vocabulary, ids: np.ndarray) -> str:
+  ids = list(np.asarray(ids))
+  if 1 in ids:
+    ids = ids[:ids.index(1)]
+  return vocabulary.decode([int(i) for i in ids if i > 0])
+
+
+class Evaluator:
+  """Holds the eval examples of every task of a mixture and the jitted model functions."""
+
+  def __init__(self, module: model_lib.PromptT5, mixture_or_task_name: str,
+               feature_lengths: Mapping[str, int], split: str = "validation", batch_size: int = 32,
+               max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
+               seed: int = 0):
+    self.module, self.lengths, self.split, self.batch_size = module, dict(feature_lengths), split, batch_size
+    tasks = inputs_lib.leaf_tasks(mixture_or_task_name, split)
+    if not tasks:
+      raise inputs_lib.UsageError(f"{mixture_or_task_name!r} has no {split!r} split to evaluate on")
+    self.tasks = []
+    for task in tasks:
+      examples = inputs_lib.eval_examples(task, self.lengths, split, max_examples)
+      ranked = bool(task.score_metric_fns) and not task.predict_metric_fns
+      self.tasks.append(TaskData(task, examples, ranked, inputs_lib.majority_baseline(examples)))
+    self.rng = jax.random.PRNGKey(seed)
+    decode_fn = decode_fn or decoding.greedy
+    targets_length = self.lengths["targets"]
+    self._loss = jax.jit(functools.partial(train_step.eval_step, module=module))
+    self._decode = jax.jit(lambda params, tokens, rng: decode_tokens(
+        decode_fn, module, params, tokens, targets_length, rng))
+    self._score = jax.jit(functools.partial(decoding.score, module))
+
+  def _batches(self, data: TaskData):
+    return inputs_lib.batched(data.examples, self.lengths, self.batch_size)
+
+  def outputs(self, data: TaskData, params) -> tuple[dict, list]:
+    """(loss stats summed over the split, per-example outputs: text or score)."""
+    totals, outputs = {"loss": 0.0, "num_tokens": 0.0, "correct": 0.0}, []
+    vocabulary = data.task.output_features["targets"].vocabulary
+    prompt, frozen = model_lib.split(params)
+    for i, (batch, n) in enumerate(self._batches(data)):
+      stats = jax.device_get(self._loss(prompt, frozen, batch))
+      totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
+      totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
+      totals["num_tokens"] += float(stats["num_tokens"])
+      if data.is_ranked:
+        outputs += list(np.asarray(self._score(params, batch))[:n])
+      else:
+        tokens = np.asarray(self._decode(params, batch["encoder_input_tokens"], jax.random.fold_in(self.rng, i)))
+        outputs += [_text(vocabulary, row) for row in tokens[:n]]
+    return totals, outputs
+
+  def task_metrics(self, data: TaskData, outputs: list) -> dict:
+    task = data.task
+    post = task.postprocess_fn or (lambda x, example=None, is_target=False: x)
+    targets = [post(e.get("targets_pretokenized", e["targets"]), example=e, is_target=True) for e in data.examples]
+    results = {}
+    if data.is_ranked:
+      for fn in task.score_metric_fns:
+        results.update(fn(targets, outputs))
+    else:
+      predictions = [post(o, example=e, is_target=False) for o, e in zip(outputs, data.examples)]
+      for fn in task.predict_metric_fns:
+        results.update(fn(targets, predictions))
+    return {k: float(v) for k, v in results.items() if np.ndim(v) == 0}
+
+  def evaluate(self, prompt, frozen) -> tuple[dict, dict]:
+    """(metrics, per-task outputs) of the prompted model on every task's split."""
+    params = model_lib.merge(prompt, frozen)
+    metrics, outputs, scores = {}, {}, []
+    for data in self.tasks:
+      totals, outs = self.outputs(data, params)
+      name = data.task.name
+      tokens = max(totals["num_tokens"], 1.0)
+      metrics[f"eval/{name}/loss"] = totals["loss"] / tokens
+      metrics[f"eval/{name}/token_accuracy"] = totals["correct"] / tokens
+      task_values = self.task_metrics(data, outs)
+      metrics.update({f"eval/{name}/{k}": v for k, v in task_values.items()})
+      scores += list(task_values.values())
+      outputs[name] = outs
+    if scores:
+      metrics[SCORE_KEY] = float(np.mean(scores))
+    return metrics, outputs
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed):
+  """Frozen backbone + prompt from a file, both checked before anything is written."""
+  from prompt_tuning import trainer
+  from prompt_tuning.checkpoints import restore
+  if not prompt_file or prompt_file is gin.REQUIRED:
+    raise inputs_lib.UsageError("PROMPT_FILE is not set: add --gin.PROMPT_FILE=/path/prompt.npy")
+  if not os.path.exists(prompt_file):
+    raise inputs_lib.UsageError(f"prompt file {prompt_file!r} does not exist: set PROMPT_FILE to a "
+                                ".npy saved by training (MODEL_DIR/prompt_best.npy) or a PEFT folder")
+  frozen = trainer.restore_backbone(model, initial_checkpoint_path, mesh_shape, frozen_dtype, seed)
+  try:
+    prompt = restore.restore_prompt(model, frozen.params, path=prompt_file)
+  except (ValueError, OSError) as err:
+    raise inputs_lib.UsageError(" ".join(str(err).split())) from None
+  return frozen, prompt
+
+
+def _write_jsonl(path: str, rows) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, default=_jsonable) + "\n")
+  os.replace(tmp, path)
+
+
+def _jsonable(value):
+  if isinstance(value, bytes):
+    return value.decode("utf-8", "replace")
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return float(value) if np.ndim(value) == 0 else str(value)
+
+
+def _inputs_text(example) -> str:
+  return _jsonable(example.get("inputs_pretokenized", b""))
+
+
+@gin.configurable(module="prompt_tuning.evaluation")
+def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+             task_feature_lengths: Mapping[str, int] = gin.REQUIRED, batch_size: int = 32,
+             initial_checkpoint_path: Optional[str] = gin.REQUIRED, prompt_file: str = gin.REQUIRED,
+             output_dir: str = gin.REQUIRED, split: str = "validation",
+             max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
+             mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> dict:
+  """Evaluates a prompt file; writes output_dir/metrics.json and per-task predictions."""
+  evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
+                        max_examples, decode_fn, seed)
+  frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
+  metrics, outputs = evaluator.evaluate(prompt, frozen.params)
+  os.makedirs(output_dir, exist_ok=True)
+  for data in evaluator.tasks:
+    rows = ({"inputs": _inputs_text(e), "targets": _jsonable(e.get("targets_pretokenized", b"")),
+             "output": o} for e, o in zip(data.examples, outputs[data.task.name]))
+    _write_jsonl(os.path.join(output_dir, f"{data.task.name}.{split}.predictions.jsonl"), rows)
+  _write_jsonl(os.path.join(output_dir, "metrics.jsonl"), [{"prompt_file": prompt_file, **metrics}])
+  for name, value in sorted(metrics.items()):
+    print(f"{name}: {value:.4f}")
+  for data in evaluator.tasks:
+    print(f"{data.task.name}: majority-class baseline {data.majority:.1f}%")
+  return metrics
+
+
+@gin.configurable(module="prompt_tuning.evaluation")
+def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
+              task_feature_lengths: Mapping[str, int] = gin.REQUIRED, batch_size: int = 32,
+              initial_checkpoint_path: Optional[str] = gin.REQUIRED, prompt_file: str = gin.REQUIRED,
+              output_dir: str = gin.REQUIRED, mode: str = "predict", split: str = "validation",
+              max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
+              mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> list:
+  """Writes predictions (mode 'predict') or target log-likelihoods ('score') as JSONL."""
+  if mode not in ("predict", "score"):
+    raise inputs_lib.UsageError(f"INFER_MODE must be 'predict' or 'score', not {mode!r}")
+  evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
+                        max_examples, decode_fn, seed)
+  frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
+  params = model_lib.merge(prompt, frozen.params)
+  os.makedirs(output_dir, exist_ok=True)
+  written = []
+  for data in evaluator.tasks:
+    data.is_ranked = mode == "score"
+    _, outs = evaluator.outputs(data, params)
+    key = "score" if mode == "score" else "prediction"
+    rows = []
+    for e, o in zip(data.examples, outs):
+      row = {"inputs": _inputs_text(e), key: o}
+      if mode == "score":
+        row["targets"] = _jsonable(e.get("targets_pretokenized", b""))
+      rows.append(row)
+    path = os.path.join(output_dir, f"{data.task.name}.{split}.{mode}.jsonl")
+    _write_jsonl(path, rows)
+    written.append(path)
+    print(f"wrote {len(rows)} lines to {path}")
+  return written

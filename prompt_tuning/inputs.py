@@ -1,0 +1,100 @@
+"""Numpy batches from seqio tasks, for the trainer and the evaluator (the only TF user here).
+
+Training batches are deterministic given the seed and resumable: the task's dataset is shuffled
+with the seed, repeated, converted to the model's features (T5X's EncDecFeatureConverter, no
+packing) and batched; resuming skips the batches already consumed. TensorFlow and seqio are
+imported only when these functions run, so the core library stays TF-free.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+
+from prompt_tuning.gin_utils import UsageError
+
+FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+            "decoder_loss_weights")
+
+
+def get_task(name: str):
+  """The registered seqio task or mixture `name` (importing the data package registers them)."""
+  import seqio
+  import prompt_tuning.data  # noqa: F401  registers the benchmark tasks
+  if not isinstance(name, str) or not name:
+    raise UsageError("MIXTURE_OR_TASK_NAME is not set: bind it to a registered task name")
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(seqio.TaskRegistry.names())
+    near = [n for n in known if name.split("_")[0] in n][:3]
+    hint = f" (similar: {', '.join(near)})" if near else ""
+    raise UsageError(f"unknown task or mixture {name!r}{hint}: use a name listed in "
+                     "prompt_tuning/data/README.md, or register your own data with "
+                     "prompt_tuning.data.local_task") from None
+
+
+def leaf_tasks(name: str, split: str) -> list:
+  """The tasks of `name` (itself, or a mixture's members) that have `split`."""
+  task = get_task(name)
+  tasks = getattr(task, "tasks", None) or [task]
+  return [t for t in tasks if split in t.splits]
+
+
+def train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
+                  split: str = "train", position: int = 0) -> Iterator[dict]:
+  """Endless shuffled batches of model features; `position` batches are skipped (resume)."""
+  import seqio
+  task = get_task(name)
+  if split not in task.splits:
+    raise UsageError(f"task {name!r} has no {split!r} split (it has {', '.join(task.splits)})")
+  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=True, seed=seed, num_epochs=None)
+  ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
+  ds = ds.batch(batch_size, drop_remainder=True).skip(position).prefetch(2)
+  for batch in ds.as_numpy_iterator():
+    yield {k: np.asarray(batch[k]) for k in FEATURES if k in batch}
+
+
+def _pad(rows: list, length: int) -> np.ndarray:
+  out = np.zeros((len(rows), length), np.int32)
+  for i, row in enumerate(rows):
+    row = np.asarray(row)[:length]
+    out[i, :len(row)] = row
+  return out
+
+
+def model_features(examples: list[Mapping[str, Any]], feature_lengths: Mapping[str, int]) -> dict:
+  """Tokenized examples -> the model's padded features (what the feature converter makes)."""
+  inputs = _pad([e["inputs"] for e in examples], feature_lengths["inputs"])
+  targets = _pad([e["targets"] for e in examples], feature_lengths["targets"])
+  return {"encoder_input_tokens": inputs,
+          "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+          "decoder_target_tokens": targets,
+          "decoder_loss_weights": (targets > 0).astype(np.float32)}
+
+
+def eval_examples(task, feature_lengths: Mapping[str, int], split: str,
+                  max_examples: Optional[int] = None) -> list[dict]:
+  """The first `max_examples` preprocessed examples of `split`, in order, as numpy dicts."""
+  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1)
+  if max_examples:
+    ds = ds.take(max_examples)
+  return list(ds.as_numpy_iterator())
+
+
+def batched(examples: list[dict], feature_lengths: Mapping[str, int], batch_size: int):
+  """(features padded to a full batch, number of real rows) for consecutive slices."""
+  for start in range(0, len(examples), batch_size):
+    chunk = examples[start:start + batch_size]
+    features = model_features(chunk, feature_lengths)
+    missing = batch_size - len(chunk)
+    if missing:
+      features = {k: np.pad(v, ((0, missing), (0, 0))) for k, v in features.items()}
+    yield features, len(chunk)
+
+
+def majority_baseline(examples: list[dict]) -> float:
+  """Accuracy (%) of always predicting the most frequent target string."""
+  counts = collections.Counter(bytes(e.get("targets_pretokenized", b"")) for e in examples)
+  return 100.0 * max(counts.values()) / len(examples) if examples else 0.0

@@ -1,0 +1,28 @@
+"""Prompt-tune a frozen T5 1.1 model, configured with gin as in T5X.
+
+  python -m prompt_tuning.train --gin_file=configs/runs/quickstart.gin
+  python -m prompt_tuning.train \\
+    --gin_file=models/t5_1_1_base_prompt.gin --gin_file=prompts/from_class_labels.gin \\
+    --gin_file=runs/prompt_finetune.gin \\
+    --gin.MIXTURE_OR_TASK_NAME=taskless_super_glue_rte_v102 \\
+    --gin.CLASS_LABELS='["entailment", "not_entailment"]' \\
+    --gin.INITIAL_CHECKPOINT_PATH=gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000 \\
+    --gin.MODEL_DIR=/tmp/rte
+
+Calls `prompt_tuning.trainer.train` with the bindings of the gin files; configs/README.md lists
+the required macros (MIXTURE_OR_TASK_NAME, MODEL_DIR, INITIAL_CHECKPOINT_PATH, ...).
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None) -> int:
+  from prompt_tuning import gin_utils, trainer
+  return gin_utils.main(sys.argv[1:] if argv is None else argv, "prompt_tuning.train",
+                        __doc__, lambda: trainer.train())
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -105,7 +105,8 @@ def init_params(module: PromptT5, rng: Array, inputs_length: int = 8, targets_le
 def split(params: Params) -> tuple[dict, dict]:
   """(prompt subtree, frozen subtree) of a full parameter tree."""
   frozen = {k: v for k, v in params.items() if k != PROMPT_KEY}
-  return {PROMPT_KEY: params[PROMPT_KEY]}, frozen
+  prompt = {PROMPT_KEY: params[PROMPT_KEY]} if PROMPT_KEY in params else {}  # none when P = 0
+  return prompt, frozen
 
 
 def merge(prompt: Params, frozen: Params) -> dict:

@@ -161,21 +161,6 @@ class RelativePositionBias(nn.Module):
     return jnp.take(table, buckets, axis=1)[None]  # [1, heads, q, k], float32
 
 
-def _bucket_jnp(rel: Array, bidirectional: bool, num_buckets: int, max_distance: int) -> Array:
-  n = -rel
-  ret = jnp.zeros_like(n)
-  if bidirectional:
-    num_buckets //= 2
-    ret += (n < 0).astype(n.dtype) * num_buckets
-    n = jnp.abs(n)
-  else:
-    n = jnp.maximum(n, 0)
-  max_exact = num_buckets // 2
-  large = max_exact + (jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
-                       / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(n.dtype)
-  return ret + jnp.where(n < max_exact, n, jnp.minimum(large, num_buckets - 1))
-
-
 def attention_bias(mask: Optional[Array], position_bias: Optional[Array]) -> Array:
   """Additive float32 bias from a boolean [b, 1|h, q, k] mask and a [1|b, h, q, k] position bias."""
   bias = 0.0

@@ -68,8 +68,6 @@ def test_relative_position_buckets_match_t5_reference_values():
   assert bi[200] == 0 and bi[201] == 17 and bi[199] == 1 and bi[200 + 7] == 23
   assert bi[0] == 15 and bi[-1] == 31 and bi[200 - 8] == 8
   assert (causal[201:] == 0).all() and causal[199] == 1 and causal[0] == 31
-  dyn = np.asarray(t5._bucket_jnp(jnp.asarray(rel), False, 32, 128))[0]
-  np.testing.assert_array_equal(dyn, causal)
 
 
 def test_padding_does_not_change_real_positions():

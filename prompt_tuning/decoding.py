@@ -211,8 +211,7 @@ def beam_search(module, params: Params, encoder_input_tokens: Array, max_decode_
   """Beam search; returns (tokens [b, num_decodes, T], scores [b, num_decodes]) best first.
 
   Scores are length-penalized log-likelihoods (see `length_penalty`); `beam_size` live
-  hypotheses are kept (default `num_decodes`, at least `num_decodes`). `alpha >= 0` is assumed
-  by the early stop.
+  hypotheses are kept (default `num_decodes`, at least `num_decodes`).
   """
   width = beam_size or num_decodes
   if width < num_decodes:

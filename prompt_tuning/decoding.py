@@ -1,47 +1,10 @@
 """Decoding with a prompted encoder: greedy, beam search, sampling, and teacher-forced scoring.
 
-## Decoding
-
-All decoders encode the (prompted) inputs once with `PromptT5.encode`, then run the decoder one
-token at a time on a key/value cache (`decode=True`), inside one `lax.while_loop` that stops as
-soon as every sequence has produced EOS. Everything is pure JAX with static shapes, so each
-function can be wrapped in `jax.jit` with the module and lengths held static, e.g.
-`jax.jit(functools.partial(greedy, module, max_decode_length=32))`.
-
-T5 conventions: the decoder starts from id 0, EOS is id 1, and outputs are right-padded with 0
-after EOS. The pad id 0 is never generated (its logit is masked while choosing tokens), so a 0 in
-an output always means "after EOS"; likelihoods are still those of the full softmax, as in
-`score`.
-
-| function | returns |
-| --- | --- |
-| `greedy(module, params, encoder_input_tokens, max_decode_length, prompt_ids=None)` | `(tokens [b, T], log_likelihood [b])` |
-| `beam_search(..., num_decodes=4, alpha=0.6, beam_size=None)` | `(tokens [b, n, T], scores [b, n])`, best first |
-| `sample(..., rng, temperature=1.0, top_k=0, top_p=1.0, num_decodes=1)` | `(tokens [b, n, T], log_likelihood [b, n])` |
-| `score(module, params, batch)` | `[b]` sum of target log-likelihoods (T5X `score_batch`) |
-
-* **Beam search** keeps `beam_size` (default `num_decodes`) live hypotheses ranked by
-  log-likelihood and a pool of the `num_decodes` best finished ones ranked by
-  `log_likelihood / ((5 + length) / 6) ** alpha` (T5's length penalty; `alpha=0` turns it off),
-  where `length` counts the generated tokens including EOS. Every live hypothesis's EOS
-  continuation is offered to the pool at every step, and at `max_decode_length` the live ones
-  are offered as they are (truncated, `length = max_decode_length`); T5X instead returns
-  truncated hypotheses only when none finished. The search stops once no live hypothesis can
-  beat the worst pooled one. With `beam_size` at least the number of EOS-free prefixes of length
-  `T - 1` the search is exhaustive; otherwise it is the usual approximation.
-* **Sampling** divides the logits by `temperature` (`0` means greedy), keeps the `top_k` most
-  likely tokens (`0`: all), then the smallest set of tokens whose probability mass is at least
-  `top_p` (`1.0`: all), and draws from what is left. `temperature`, `top_k` and `top_p` may be
-  traced values, so one compiled program serves every setting. The returned log-likelihood is
-  the model's own (unfiltered, temperature 1), i.e. what `score` gives for the sampled tokens.
-* **Scoring** (rank classification, infer "score" mode) is teacher-forced over whole target
-  sequences: `batch` holds `encoder_input_tokens`, `decoder_target_tokens`, optionally
-  `decoder_input_tokens` (default: targets shifted right), `decoder_loss_weights` (default:
-  targets > 0) and `prompt_ids` (for a model with a table of prompts).
-* **Cache**: `init_cache` shapes it with `jax.eval_shape` (nothing is run) and `decode_step`
-  advances it by one token for the whole batch. The cache holds self-attention keys and values
-  only; the cross-attention keys and values of the encoding are recomputed at every step, as in
-  T5X.
+The inputs are encoded once (prompt included); the decoder then runs one token at a time on a
+key/value cache inside one `lax.while_loop` that stops when every sequence has produced EOS.
+T5 conventions: start id 0, EOS 1, outputs right-padded with 0 after EOS. Static shapes
+throughout, so each function jits with the module and lengths held static. The README's
+"Decoding" section documents the length penalty, the sampling filters and scoring.
 """
 from __future__ import annotations
 

@@ -66,8 +66,9 @@ def _walk_up(start: str):
 
 def find_configs_dir() -> Optional[str]:
   """This project's `configs/` folder (the one holding runs/prompt_finetune.gin), or None."""
-  candidates = [os.environ.get(CONFIGS_ENV, "")]
-  for start in (os.path.dirname(os.path.abspath(__file__)), os.getcwd()):
+  package = os.path.dirname(os.path.abspath(__file__))
+  candidates = [os.environ.get(CONFIGS_ENV, ""), os.path.join(package, "configs")]  # a packaged copy
+  for start in (package, os.getcwd()):
     candidates += [os.path.join(p, "configs") for p in _walk_up(start)]
   for folder in candidates:
     if folder and os.path.isfile(os.path.join(folder, "runs", "prompt_finetune.gin")):

@@ -37,8 +37,10 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["prompt_tuning", "prompt_tuning.*"]),
-    package_data={"prompt_tuning": ["assets/*", "assets/**/*"]},
+    packages=setuptools.find_packages(include=["prompt_tuning", "prompt_tuning.*"]) + ["prompt_tuning.configs"],
+    package_dir={"prompt_tuning.configs": "configs"},
+    package_data={"prompt_tuning": ["assets/*", "assets/**/*", "assets/**/.zarray"],
+                  "prompt_tuning.configs": ["*.md", "**/*.gin"]},
     install_requires=CORE + DATA,
     extras_require={"test": TEST},
 )

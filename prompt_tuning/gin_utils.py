@@ -8,9 +8,9 @@ Flags (the same as T5X's):
 
 Files are looked up as given (relative to the working directory), then in each search path,
 then in this project's `configs/` folder and the folder above it, so `runs/quickstart.gin` and
-`configs/runs/quickstart.gin` both work from anywhere. `configs/` is found by walking up from
-this package (an editable install or a source checkout) and from the working directory; set
-PROMPT_TUNING_CONFIGS to point at a copy otherwise.
+`configs/runs/quickstart.gin` both work from anywhere. `configs/` is PROMPT_TUNING_CONFIGS if
+set, else the copy a non-editable install ships as `prompt_tuning/configs/`, else the first one
+found walking up from this package (editable install, source checkout) or the working directory.
 """
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ from prompt_tuning import prompts
 from prompt_tuning import t5
 from prompt_tuning import train_step as ts
 
-# Per-size defaults chosen by measurement (README "Performance"): what to keep for backward.
+# What each size keeps for backward: from an activation-memory estimate for batch 32 x 612
+# tokens (see README "Performance"); large/xl/xxl are still to be timed on a GPU.
 REMAT = {"small": "none", "base": "none", "large": "none", "xl": "dots", "xxl": "full"}
 # The peer script's extra size, for smoke runs on a CPU.
 BENCH_SIZES = {**t5.SIZES, "tiny": dict(emb_dim=64, mlp_dim=128, num_encoder_layers=2,

@@ -163,7 +163,7 @@ def flag_parser(prog: str, description: str) -> argparse.ArgumentParser:
       prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="Any --gin.NAME=VALUE flag adds a gin binding after all files, e.g.\n"
              "  --gin.MODEL_DIR=/tmp/run --gin.TRAIN_STEPS=1000 --gin.BATCH_SIZE=32\n"
-             "See configs/README.md for the config tree and the required macros.")
+             "See the README for the config tree and the required macros.")
   parser.add_argument("--gin_file", action="append", default=[], metavar="PATH",
                       help="gin file to parse; repeatable, order matters (later files win). Looked up "
                            "in the working directory, --gin_search_paths and the project's configs/.")
@@ -210,4 +210,4 @@ def _missing_required(err: BaseException) -> Optional[str]:
   names = text.split("[", 1)[1].split("]", 1)[0] if "[" in text else ""
   return (f"required setting not given: {names or text.splitlines()[0]}; bind its macro "
           "(e.g. --gin.MODEL_DIR=/tmp/run, --gin.MIXTURE_OR_TASK_NAME=..., --gin.CLASS_LABELS=[...]) "
-          "— see configs/README.md")
+          "— see the README")

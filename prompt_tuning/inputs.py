@@ -31,7 +31,7 @@ def get_task(name: str):
     near = [n for n in known if name.split("_")[0] in n][:3]
     hint = f" (similar: {', '.join(near)})" if near else ""
     raise UsageError(f"unknown task or mixture {name!r}{hint}: use a name listed in "
-                     "prompt_tuning/data/README.md, or register your own data with "
+                     "the README (Tasks), or register your own data with "
                      "prompt_tuning.data.local_task") from None
 
 

@@ -9,7 +9,7 @@
     --gin.INITIAL_CHECKPOINT_PATH=gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000 \\
     --gin.MODEL_DIR=/tmp/rte
 
-Calls `prompt_tuning.trainer.train` with the bindings of the gin files; configs/README.md lists
+Calls `prompt_tuning.trainer.train` with the bindings of the gin files; the README lists
 the required macros (MIXTURE_OR_TASK_NAME, MODEL_DIR, INITIAL_CHECKPOINT_PATH, ...).
 """
 import os

@@ -80,6 +80,9 @@ def initial_prompt(frozen: Frozen, prompt_init: Optional[prompts_lib.Initializer
   return jax.device_put(prompt, partitioning.replicated(frozen.mesh))
 
 
+_MAX_PENDING = 10  # steps between host syncs at most (bounds how late a NaN is noticed)
+
+
 class _Averager:
   """Means of per-step train statistics between two log lines."""
 
@@ -178,17 +181,29 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar)
   averager, step, evals_without_gain = _Averager(), start, 0
   last_saved = checkpointer.latest_step()
+  pending = []  # (step, on-device stats): fetched in groups so the host never waits per step
+  loss = None
+
+  def drain():
+    nonlocal loss
+    for pending_step, stats in jax.device_get(pending):
+      _check_finite(pending_step, stats, last_saved)  # before any save of that state
+      averager.add(stats)
+      loss = float(stats["cross_ent_per_token"])
+    pending.clear()
+
   try:
     while step < train_steps:
       state, stats = step_fn(state, frozen.params, next(batches), dropout_rng)
       step += 1
-      stats = jax.device_get(stats)
-      _check_finite(step, stats, last_saved)
-      averager.add(stats)
-      progress.update(step, float(stats["cross_ent_per_token"]))
-      if step % log_period == 0 or step == train_steps:
-        writer.write(step, averager.flush(batch_size))
+      pending.append((step, stats))
       is_eval = step % eval_period == 0 or step == train_steps
+      is_log = step % log_period == 0 or step == train_steps
+      if is_log or is_eval or step % checkpoint_period == 0 or len(pending) >= _MAX_PENDING:
+        drain()
+      progress.update(step, loss)
+      if is_log:
+        writer.write(step, averager.flush(batch_size))
       metrics = {}
       if is_eval:
         metrics = evaluator.evaluate(state.prompt, frozen.params)[0]

@@ -32,25 +32,30 @@ def encode(module, params: Params, encoder_input_tokens: Array,
                       method=module.encode)
 
 
-def _decode_apply(module, variables, encoded, encoder_mask, tokens):
-  return module.apply(variables, encoded, encoder_mask, tokens, None, True, True,
+def _decode_apply(module, variables, encoded, encoder_mask, tokens, mode: bool | str = True):
+  return module.apply(variables, encoded, encoder_mask, tokens, None, True, mode,
                       mutable=["cache"], method=module.decode)
 
 
-def init_cache(module, params: Params, batch_size: int, max_decode_length: int,
-               encoded_len: int) -> Any:
-  """An empty KV cache (all zeros, `cache_index` 0) for `max_decode_length` decoder steps."""
-  cfg = module.cfg
+def init_cache(module, params: Params, encoded: Array, encoder_mask: Array,
+               max_decode_length: int) -> Any:
+  """A cache for `max_decode_length` steps over `encoded`: empty self-attention keys/values
+  (`cache_index` 0) and the encoding's cross-attention keys/values, projected once here."""
+  batch_size = encoded.shape[0]
 
   def shape_cache(params):
-    encoded = jnp.zeros((batch_size, encoded_len, cfg.emb_dim), cfg.compute_dtype)
-    mask = jnp.ones((batch_size, encoded_len), bool)
     tokens = jnp.zeros((batch_size, max_decode_length), jnp.int32)
-    _, variables = _decode_apply(module, {"params": params}, encoded, mask, tokens)
+    _, variables = _decode_apply(module, {"params": params}, encoded, encoder_mask, tokens)
     return variables["cache"]
 
-  shapes = jax.eval_shape(shape_cache, params)
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shape_cache, params))
+  start = jnp.full((batch_size, 1), DECODER_START_ID, jnp.int32)
+  _, variables = _decode_apply(module, {"params": params, "cache": empty}, encoded, encoder_mask,
+                               start, "prefill")
+
+  def keep_memory(path, filled, fresh):  # the prefill step's self-attention writes are dropped
+    return filled if path[-1].key in ("memory_key", "memory_value") else fresh
+  return jax.tree_util.tree_map_with_path(keep_memory, variables["cache"], empty)
 
 
 def decode_step(module, params: Params, cache: Any, encoded: Array, encoder_mask: Array,
@@ -103,7 +108,7 @@ def filter_logits(logits: Array, top_k: Array | int = 0, top_p: Array | float = 
 def _autoregressive(module, params, encoded, encoder_mask, max_decode_length, choose, rng):
   """Runs `choose(logits, rng) -> tokens` step by step; returns (tokens [B, T], loglik [B])."""
   batch = encoded.shape[0]
-  cache = init_cache(module, params, batch, max_decode_length, encoded.shape[1])
+  cache = init_cache(module, params, encoded, encoder_mask, max_decode_length)
 
   def cond(state):
     i, _, _, done, _ = state
@@ -184,7 +189,7 @@ def beam_search(module, params: Params, encoder_input_tokens: Array, max_decode_
   batch = encoded.shape[0]
   encoded = jnp.repeat(encoded, width, axis=0)
   mask = jnp.repeat(mask, width, axis=0)
-  cache = init_cache(module, params, batch * width, length, encoded.shape[1])
+  cache = init_cache(module, params, encoded, mask, length)
   vocab = module.cfg.vocab_size
   is_eos = jnp.arange(vocab) == EOS_ID
   batch_offset = (jnp.arange(batch) * width)[:, None]

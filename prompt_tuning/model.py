@@ -47,12 +47,13 @@ class PromptT5(nn.Module):
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array], deterministic: bool = True,
-             decode: bool = False) -> Array:
+             decode: bool | str = False) -> Array:
     """Float32 logits [b, T, vocab].
 
     With `decode=True` (and `mutable=["cache"]`) the decoder runs on the KV cache: the tokens are
     the next positions after the cache's `cache_index`, and `decoder_target_tokens` is unused
-    (see `prompt_tuning.decoding`, which builds and steps the cache).
+    (see `prompt_tuning.decoding`, which builds and steps the cache). `decode="prefill"` also
+    projects `encoded` into the cross-attention keys/values that later steps read from the cache.
     """
     y = self.token_embedder(decoder_input_tokens)
     if decode:

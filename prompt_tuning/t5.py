@@ -178,10 +178,11 @@ class Attention(nn.Module):
   dropout_rate: float
   dtype: DType
   impl: str = "xla"
+  memory_cache: bool = False  # cross-attention: when decoding, project the encoding once
 
   @nn.compact
   def __call__(self, q_in: Array, kv_in: Array, bias: Array, deterministic: bool,
-               decode: bool = False) -> Array:
+               decode: bool | str = False) -> Array:
     inner = self.num_heads * self.head_dim
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
 
@@ -190,13 +191,17 @@ class Attention(nn.Module):
 
     dense = functools.partial(Dense, dtype=self.dtype)
     b = q_in.shape[0]
-    q = dense(inner, ("embed", "joined_kv"), kernel_init=query_init, name="query")(q_in)
-    k = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="key")(kv_in)
-    v = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="value")(kv_in)
     split = lambda x: constrain(x.reshape(b, x.shape[1], self.num_heads, self.head_dim),
                                 ("batch", "length", "heads", "kv"))
-    q, k, v = split(q), split(k), split(v)
-    if decode:
+    q = split(dense(inner, ("embed", "joined_kv"), kernel_init=query_init, name="query")(q_in))
+    key = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="key")
+    value = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="value")
+    project = lambda: (split(key(kv_in)), split(value(kv_in)))
+    if decode and self.memory_cache:
+      k, v = self._memory_kv(kv_in, project, decode == "prefill")
+    else:
+      k, v = project()
+    if decode and not self.memory_cache:
       k, v, bias = self._extend_cache(k, v, bias)
     if self.impl == "fused" and (deterministic or self.dropout_rate == 0):
       out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(self.dtype), scale=1.0)
@@ -209,6 +214,16 @@ class Attention(nn.Module):
       out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
     out = constrain(out, ("batch", "length", "heads", "kv")).reshape(b, -1, inner)
     return dense(q_in.shape[-1], ("joined_kv", "embed"), kernel_init=fan_in, name="out")(out)
+
+  def _memory_kv(self, kv_in: Array, project: Callable, prefill: bool):
+    """The encoding's keys/values, projected once ("prefill") and then read from the cache."""
+    shape = kv_in.shape[:2] + (self.num_heads, self.head_dim)
+    is_init = not self.has_variable("cache", "memory_key")
+    mk = self.variable("cache", "memory_key", jnp.zeros, shape, self.dtype)
+    mv = self.variable("cache", "memory_value", jnp.zeros, shape, self.dtype)
+    if is_init or prefill:
+      mk.value, mv.value = project()
+    return mk.value, mv.value
 
   def _extend_cache(self, k: Array, v: Array, bias: Array):
     """Cached decoding: writes these q_len steps' keys/values at `cache_index`, attends to all.
@@ -271,7 +286,7 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
-               deterministic: bool, decode: bool = False) -> Array:
+               deterministic: bool, decode: bool | str = False) -> Array:
     c, dt = self.cfg, self.cfg.compute_dtype
     drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
     attn = functools.partial(Attention, c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention)
@@ -279,7 +294,8 @@ class DecoderLayer(nn.Module):
     h = attn(name="self_attention")(h, h, self_bias, deterministic, decode=decode)
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_cross_attention_layer_norm")(y)
-    h = attn(name="encoder_decoder_attention")(h, encoded, cross_bias, deterministic)
+    h = attn(name="encoder_decoder_attention", memory_cache=True)(h, encoded, cross_bias,
+                                                                 deterministic, decode=decode)
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(y)
     h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
@@ -320,7 +336,7 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
-               deterministic: bool, decode: bool = False) -> Array:
+               deterministic: bool, decode: bool | str = False) -> Array:
     c = self.cfg
     q_len = y.shape[1]
     k_len, position = q_len, 0

@@ -123,10 +123,10 @@ def test_cached_steps_equal_full_sequence_logits():
       logits, cache = decoding.decode_step(module, params, cache, encoded, mask, token)
       return cache, logits
 
-    cache = decoding.init_cache(module, params, b, T, encoded.shape[1])
+    cache = decoding.init_cache(module, params, encoded, mask, T)
     _, one_by_one = jax.lax.scan(step, cache, dec_in.T)
     # The cache also takes several tokens at once (a forced prefix), then single steps.
-    cache = decoding.init_cache(module, params, b, T, encoded.shape[1])
+    cache = decoding.init_cache(module, params, encoded, mask, T)
     head, variables = module.apply({"params": params, "cache": cache}, encoded, mask,
                                    dec_in[:, :3], None, True, True, mutable=["cache"],
                                    method=module.decode)
@@ -300,3 +300,13 @@ def test_filter_logits_top_k_and_top_p_on_a_hand_made_distribution():
 def test_length_penalty_is_t5s():
   np.testing.assert_allclose(decoding.length_penalty(7, 0.6), ((5 + 7) / 6) ** 0.6, rtol=1e-6)
   assert float(decoding.length_penalty(3, 0.0)) == 1.0
+
+
+def test_a_decode_step_does_not_project_the_encoding_again():
+  """Per decoder layer a step runs 13 matmuls (self q/k/v/o + 2, cross q/o + 2, MLP 3), not 15."""
+  module, params, batch = setup("prefix")
+  encoded, mask = decoding.encode(module, params, batch["encoder_input_tokens"])
+  cache = decoding.init_cache(module, params, encoded, mask, T)
+  tokens = jnp.zeros((encoded.shape[0],), jnp.int32)
+  jaxpr = jax.make_jaxpr(lambda c: decoding.decode_step(module, params, c, encoded, mask, tokens))(cache)
+  assert str(jaxpr).count("dot_general") == module.cfg.num_decoder_layers * 13 + 1  # + logits

@@ -132,12 +132,15 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
           checkpoint_period: int = 1000, log_period: int = 100, eval_split: str = "validation",
           eval_max_examples: Optional[int] = None, eval_batch_size: Optional[int] = None,
           decode_fn: Optional[Callable] = None, keep_checkpoints: int = 1,
-          early_stopping_patience: Optional[int] = None, progress_bar: Optional[bool] = None) -> dict:
+          early_stopping_patience: Optional[int] = None, progress_bar: Optional[bool] = None,
+          length_buckets: Optional[Sequence[int]] = None) -> dict:
   """Tunes the prompt for `train_steps` steps (counted from the start of prompt tuning).
 
   Evaluates every `eval_period` steps and at the end; keeps the `keep_checkpoints` best
   checkpoints by `eval/score` (plus the latest); stops after `early_stopping_patience`
-  evaluations without improvement (None: never). Returns the best evaluation's metrics.
+  evaluations without improvement (None: never). `length_buckets` (e.g. (64, 128, 256, 512))
+  cuts each training batch's input padding to the smallest bucket that fits it. Returns the best
+  evaluation's metrics.
   """
   from prompt_tuning import evaluation, inputs as inputs_lib
   from prompt_tuning.checkpoints import state as state_lib
@@ -174,7 +177,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   writer = metrics_writer.MetricsWriter(model_dir)
   best = _best_so_far(checkpointer)
   batches = inputs_lib.train_batches(mixture_or_task_name, task_feature_lengths, batch_size, seed,
-                                     position=position)
+                                     position=position, length_buckets=length_buckets)
   dropout_rng = jax.random.PRNGKey(seed + 1)
 
   # ---------------------------------------------------------------- loop

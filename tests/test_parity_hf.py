@@ -60,6 +60,15 @@ def hf_model(cfg, params):
   return m
 
 
+def hf_logits(m, batch, **encoder_inputs):
+  """HF logits for our batch's decoder inputs, with padded target positions masked."""
+  tgt = np.asarray(batch["decoder_target_tokens"])
+  with torch.no_grad():
+    return m(**encoder_inputs,
+             decoder_input_ids=torch.tensor(np.asarray(batch["decoder_input_tokens"]), dtype=torch.long),
+             decoder_attention_mask=torch.tensor(tgt > 0, dtype=torch.long)).logits.numpy()
+
+
 @pytest.mark.parametrize("buckets,max_distance", [(8, 16), (32, 128)])
 def test_logits_match_transformers_with_padding(buckets, max_distance):
   cfg = tiny.tiny_config(relative_attention_num_buckets=buckets,
@@ -71,12 +80,8 @@ def test_logits_match_transformers_with_padding(buckets, max_distance):
 
   m = hf_model(cfg, params)
   ids = torch.tensor(np.asarray(batch["encoder_input_tokens"]), dtype=torch.long)
-  dec = torch.tensor(np.asarray(batch["decoder_input_tokens"]), dtype=torch.long)
-  tgt = np.asarray(batch["decoder_target_tokens"])
-  with torch.no_grad():
-    theirs = m(input_ids=ids, attention_mask=(ids > 0).long(), decoder_input_ids=dec,
-               decoder_attention_mask=torch.tensor(tgt > 0, dtype=torch.long)).logits.numpy()
-  valid = tgt > 0  # logits at padded target positions are never used
+  theirs = hf_logits(m, batch, input_ids=ids, attention_mask=(ids > 0).long())
+  valid = np.asarray(batch["decoder_target_tokens"]) > 0  # padded target positions are unused
   assert valid.sum() >= 8 and (~(np.asarray(batch["encoder_input_tokens"]) > 0)).any()
   np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
 
@@ -94,9 +99,6 @@ def test_prompted_encoder_equals_hf_fed_the_prompt_as_embeddings():
   prompt = torch.tensor(np.asarray(params["prompt"]["prompt"]))
   embeds = torch.cat([prompt.expand(ids.shape[0], -1, -1), m.shared(ids)], 1)
   mask = torch.cat([torch.ones(ids.shape[0], 3, dtype=torch.long), (ids > 0).long()], 1)
+  theirs = hf_logits(m, batch, inputs_embeds=embeds, attention_mask=mask)
   tgt = np.asarray(batch["decoder_target_tokens"])
-  with torch.no_grad():
-    theirs = m(inputs_embeds=embeds, attention_mask=mask,
-               decoder_input_ids=torch.tensor(np.asarray(batch["decoder_input_tokens"]), dtype=torch.long),
-               decoder_attention_mask=torch.tensor(tgt > 0, dtype=torch.long)).logits.numpy()
   np.testing.assert_allclose(ours[tgt > 0], theirs[tgt > 0], atol=1e-4, rtol=0)

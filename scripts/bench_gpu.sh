@@ -13,9 +13,8 @@ run() {
   timeout "$limit" "$@" | tee -a "$out"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
-run 110 python -m prompt_tuning.bench --sizes base,small $w --matmul-peak
-run 110 python "$peer" --sizes small,base,large,xl $w
-run 90 python -m prompt_tuning.bench --sizes large $w
-run 100 python -m prompt_tuning.bench --sizes xl $w
-run 120 python -m prompt_tuning.bench --sizes xxl $w
-run 60 python -m prompt_tuning.bench --sizes base $w --attention fused --length-dist rte
+run 160 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
+run 100 python "$peer" --sizes small,base,large,xl $w
+run 180 python -m prompt_tuning.bench --sizes xl,xxl $w
+run 70 python -m prompt_tuning.bench --sizes base $w --attention fused --length-dist rte
+run 80 python "$peer" --sizes base $w --compile

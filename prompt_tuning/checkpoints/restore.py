@@ -80,6 +80,10 @@ def check(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Leaf],
                      "match the checkpoint (or pass strict=False to ignore them)")
 
 
+def _is_matrix(name: str) -> bool:
+  return name.rsplit("/", 1)[-1] in ("kernel", "embedding")
+
+
 def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=None,
                    dtype: Any = None, assignment_map: AssignmentMap = (),
                    fallback_to_scratch: bool = False, strict: bool = True,
@@ -99,10 +103,16 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   check(mapping, leaves, expected, strict)
   shardings = traverse_util.flatten_dict(train_step.shardings(module, mesh, rules)[1], sep="/")
   wanted = {n: s for n, s in mapping.items() if s}
-  restored = t5x.materialize({n: leaves[s] for n, s in wanted.items()},
-                             None if single else traverse_util.unflatten_dict(
-                                 {n: shardings[n] for n in wanted}, sep="/"), dtype)
-  flat = traverse_util.flatten_dict(restored, sep="/")
+  flat = {}
+  # Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
+  # float32 as the forward pass uses them in float32 (the same split as `model.cast_frozen`).
+  for matrices in (True, False):
+    group = {n: s for n, s in wanted.items() if _is_matrix(n) == matrices}
+    group_dtype = dtype if matrices or dtype is None else "float32"
+    restored = t5x.materialize({n: leaves[s] for n, s in group.items()},
+                               None if single else traverse_util.unflatten_dict(
+                                   {n: shardings[n] for n in group}, sep="/"), group_dtype)
+    flat.update(traverse_util.flatten_dict(restored, sep="/"))
   scratch = [n for n, s in mapping.items() if s is None]
   if scratch:
     rng = rng if rng is not None else jax.random.PRNGKey(0)

@@ -11,7 +11,6 @@ matmul throughput. Needs only jax, flax, optax and numpy (no TensorFlow, seqio o
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys

@@ -6,7 +6,6 @@ is one key: `{"prompt": {"prompt": [P, d]}}`.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Optional
 
 import jax

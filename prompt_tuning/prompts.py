@@ -87,17 +87,11 @@ def from_array(array: np.ndarray) -> Initializer:
 
 
 def from_npy(path: str) -> Initializer:
-  """A prompt saved as a float `.npy` of shape [P, d_model] (never unpickled)."""
+  """A saved prompt: a float `.npy` of shape [P, d_model] (never unpickled) or a PEFT adapter."""
   def init(rng, shape, embedding=None):
-    return from_array(load_npy(path))(rng, shape, embedding)
+    from prompt_tuning.checkpoints import prompt_io
+    return from_array(prompt_io.load_prompt(path))(rng, shape, embedding)
   return init
-
-
-def load_npy(path: str) -> np.ndarray:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"prompt file {path!r} does not exist: pass the path of a .npy saved "
-                            "by this project or the official prompt-tuning code")
-  return np.load(path, allow_pickle=False)
 
 
 def _require_embedding(embedding, name):

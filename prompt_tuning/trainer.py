@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 import jax
-import numpy as np
 
 from prompt_tuning import gin_utils
 from prompt_tuning import metrics_writer

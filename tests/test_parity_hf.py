@@ -5,7 +5,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import jax
 
 from prompt_tuning import model as model_lib
 from tests import tiny

@@ -52,9 +52,3 @@ def exists(path: str) -> bool:
   if store.read(tail).result().state == "value":
     return True
   return bool(store.list(ts.KvStore.KeyRange(tail + "/", tail + "0")).result())
-
-
-def is_dir(path: str) -> bool:
-  if not is_remote(path):
-    return os.path.isdir(path)
-  return exists(path.rstrip("/") + "/checkpoint") or exists(path)

@@ -10,7 +10,6 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from prompt_tuning import optim
 from prompt_tuning import train_step

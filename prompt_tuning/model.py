@@ -36,18 +36,45 @@ class PromptT5(nn.Module):
     self.prompt = prompts_lib.Prompt(self.prompt_length, c.emb_dim, self.num_prompts)
 
   def encode(self, encoder_input_tokens: Array, prompt_ids: Optional[Array] = None,
-             deterministic: bool = True) -> tuple[Array, Array]:
-    """Returns the prompted encoding [b, L+P, d] and its mask [b, L+P]."""
+             deterministic: bool = True, encoder_segment_ids: Optional[Array] = None,
+             encoder_positions: Optional[Array] = None) -> tuple[Array, Array]:
+    """Returns the prompted encoding [b, L+P, d] and its mask [b, L+P].
+
+    Packed rows (`encoder_segment_ids` given, see `prompt_tuning.packing`) already hold P prompt
+    slots per example: the encoding keeps their length [b, L], and the second value is the
+    segment ids, which `decode` uses to keep each example's targets on its own inputs.
+    """
     x = self.token_embedder(encoder_input_tokens)
+    if encoder_segment_ids is not None:
+      x = self._fill_prompt_slots(x, encoder_segment_ids, encoder_positions, prompt_ids)
+      return self.encoder(x, encoder_segment_ids > 0, deterministic, encoder_segment_ids), encoder_segment_ids
     mask = encoder_input_tokens > 0
     if self.prompt_length > 0:
       x, mask = prompts_lib.combine(self.prompt(prompt_ids), x, mask, self.placement)
     return self.encoder(x, mask, deterministic), mask
 
+  def _fill_prompt_slots(self, x: Array, segment_ids: Array, positions: Optional[Array],
+                         prompt_ids: Optional[Array]) -> Array:
+    """Writes the prompt into the first P positions of every packed segment."""
+    if positions is None:
+      raise ValueError("packed inputs need `encoder_positions` along with `encoder_segment_ids`")
+    if self.placement != "prefix" or self.num_prompts:
+      raise ValueError("packing supports one shared prompt in the prefix placement; turn packing "
+                       f"off for placement={self.placement!r} or num_prompts={self.num_prompts}")
+    if self.prompt_length == 0:
+      return x
+    prompt = self.prompt(prompt_ids).astype(x.dtype)  # [P, d]
+    slot = (positions < self.prompt_length) & (segment_ids > 0)
+    rows = jnp.take(prompt, jnp.minimum(positions, self.prompt_length - 1), axis=0)
+    return jnp.where(slot[..., None], rows, x)
+
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array], deterministic: bool = True,
-             decode: bool | str = False) -> Array:
+             decode: bool | str = False, decoder_segment_ids: Optional[Array] = None) -> Array:
     """Float32 logits [b, T, vocab].
+
+    `encoder_mask` is what `encode` returned: a boolean mask, or packed rows' segment ids (then
+    `decoder_segment_ids` say which example each target position belongs to).
 
     With `decode=True` (and `mutable=["cache"]`) the decoder runs on the KV cache: the tokens are
     the next positions after the cache's `cache_index`, and `decoder_target_tokens` is unused
@@ -55,20 +82,25 @@ class PromptT5(nn.Module):
     projects `encoded` into the cross-attention keys/values that later steps read from the cache.
     """
     y = self.token_embedder(decoder_input_tokens)
-    if decode:
-      self_mask = None
-      q_valid = jnp.ones(decoder_input_tokens.shape, bool)
+    if decoder_segment_ids is not None:
+      q_segments = decoder_segment_ids
+      self_mask = _causal_mask(decoder_target_tokens) & t5.segment_mask(q_segments, q_segments)
+    elif decode:
+      self_mask, q_segments = None, jnp.ones(decoder_input_tokens.shape, jnp.int32)
     else:
-      self_mask = _causal_mask(decoder_target_tokens)
-      q_valid = decoder_target_tokens > 0
-    cross_mask = q_valid[:, None, :, None] & encoder_mask[:, None, None, :]
+      self_mask, q_segments = _causal_mask(decoder_target_tokens), (decoder_target_tokens > 0).astype(jnp.int32)
+    cross_mask = t5.segment_mask(q_segments, encoder_mask.astype(jnp.int32))
     return self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode)
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, prompt_ids: Optional[Array] = None,
-               deterministic: bool = True) -> Array:
-    encoded, mask = self.encode(encoder_input_tokens, prompt_ids, deterministic)
-    return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens, deterministic)
+               deterministic: bool = True, encoder_segment_ids: Optional[Array] = None,
+               encoder_positions: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None) -> Array:
+    encoded, mask = self.encode(encoder_input_tokens, prompt_ids, deterministic,
+                                encoder_segment_ids, encoder_positions)
+    return self.decode(encoded, mask, decoder_input_tokens, decoder_target_tokens, deterministic,
+                       decoder_segment_ids=decoder_segment_ids)
 
 
 def _causal_mask(targets: Array) -> Array:

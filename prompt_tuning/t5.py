@@ -39,7 +39,9 @@ class T5Config:
   dropout_rate: float = 0.1
   dtype: str = "bfloat16"  # compute dtype; logits, softmax and loss are float32
   remat: str = "none"  # "none" | "full" | "dots": rematerialization of each layer in training
-  attention: str = "xla"  # "xla" (einsum + softmax) | "fused" (jax.nn.dot_product_attention)
+  # "xla": einsum + softmax; "fused": jax.nn.dot_product_attention (XLA implementation);
+  # "cudnn": the same with cuDNN's fused kernel (NVIDIA GPUs only).
+  attention: str = "xla"
 
   @property
   def compute_dtype(self):
@@ -161,14 +163,13 @@ class RelativePositionBias(nn.Module):
     return jnp.take(table, buckets, axis=1)[None]  # [1, heads, q, k], float32
 
 
-def attention_bias(mask: Optional[Array], position_bias: Optional[Array]) -> Array:
-  """Additive float32 bias from a boolean [b, 1|h, q, k] mask and a [1|b, h, q, k] position bias."""
-  bias = 0.0
-  if mask is not None:
-    bias = jnp.where(mask, 0.0, -1e10).astype(jnp.float32)
-  if position_bias is not None:
-    bias = bias + position_bias
-  return bias
+def segment_mask(q_segments: Array, k_segments: Array) -> Array:
+  """[b, 1, q, k]: a query attends to keys of its own segment; segment 0 is padding."""
+  return ((q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] > 0))[:, None]
+
+
+# T5Config.attention -> jax.nn.dot_product_attention's `implementation`.
+FUSED = {"fused": None, "cudnn": "cudnn"}
 
 
 class Attention(nn.Module):
@@ -181,8 +182,14 @@ class Attention(nn.Module):
   memory_cache: bool = False  # cross-attention: when decoding, project the encoding once
 
   @nn.compact
-  def __call__(self, q_in: Array, kv_in: Array, bias: Array, deterministic: bool,
+  def __call__(self, q_in: Array, kv_in: Array, mask: Optional[Array],
+               position_bias: Optional[Array], deterministic: bool,
                decode: bool | str = False) -> Array:
+    """`mask` is boolean [b, 1, 1|q, k]; `position_bias` is float32 [1, h, q, k].
+
+    The two are combined inside the attention (not into one [b, h, q, k] tensor beforehand),
+    so no batch-by-heads bias is materialized, stored for backward or read by every layer.
+    """
     inner = self.num_heads * self.head_dim
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
 
@@ -202,11 +209,17 @@ class Attention(nn.Module):
     else:
       k, v = project()
     if decode and not self.memory_cache:
-      k, v, bias = self._extend_cache(k, v, bias)
-    if self.impl == "fused" and (deterministic or self.dropout_rate == 0):
-      out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(self.dtype), scale=1.0)
+      k, v = self._extend_cache(k, v)
+    if self.impl in FUSED and (deterministic or self.dropout_rate == 0):
+      bias = None if position_bias is None else position_bias.astype(self.dtype)
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
+                                         implementation=FUSED[self.impl])
     else:
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+      if position_bias is not None:
+        logits = logits + position_bias
+      if mask is not None:
+        logits = jnp.where(mask, logits, -1e10)
       weights = jax.nn.softmax(logits, axis=-1)
       if not deterministic and self.dropout_rate > 0:
         keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout_rate, weights.shape)
@@ -225,23 +238,23 @@ class Attention(nn.Module):
       mk.value, mv.value = project()
     return mk.value, mv.value
 
-  def _extend_cache(self, k: Array, v: Array, bias: Array):
+  def _extend_cache(self, k: Array, v: Array):
     """Cached decoding: writes these q_len steps' keys/values at `cache_index`, attends to all.
 
     The first call (no `cache` collection yet, e.g. under `jax.eval_shape`) gets full-length
-    inputs and only shapes the cache; the caller's `bias` masks the not-yet-written slots.
+    inputs and only shapes the cache; the caller's mask hides the not-yet-written slots.
     """
     is_init = not self.has_variable("cache", "cached_key")
     ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if is_init:
-      return k, v, bias
+      return k, v
     i = idx.value
     ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, i, 0, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, i, 0, 0))
     idx.value = i + k.shape[1]
-    return ck.value, cv.value, bias
+    return ck.value, cv.value
 
 
 class GatedMlp(nn.Module):
@@ -268,12 +281,12 @@ class EncoderLayer(nn.Module):
   cfg: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, position_bias: Array, deterministic: bool) -> Array:
     c, dt = self.cfg, self.cfg.compute_dtype
     drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
     h = RMSNorm(dt, name="pre_attention_layer_norm")(x)
     h = Attention(c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention, name="attention")(
-        h, h, bias, deterministic)
+        h, h, mask, position_bias, deterministic)
     x = x + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(x)
     h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
@@ -285,16 +298,16 @@ class DecoderLayer(nn.Module):
   cfg: T5Config
 
   @nn.compact
-  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
-               deterministic: bool, decode: bool | str = False) -> Array:
+  def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], position_bias: Array,
+               cross_mask: Array, deterministic: bool, decode: bool | str = False) -> Array:
     c, dt = self.cfg, self.cfg.compute_dtype
     drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
     attn = functools.partial(Attention, c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention)
     h = RMSNorm(dt, name="pre_self_attention_layer_norm")(y)
-    h = attn(name="self_attention")(h, h, self_bias, deterministic, decode=decode)
+    h = attn(name="self_attention")(h, h, self_mask, position_bias, deterministic, decode=decode)
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_cross_attention_layer_norm")(y)
-    h = attn(name="encoder_decoder_attention", memory_cache=True)(h, encoded, cross_bias,
+    h = attn(name="encoder_decoder_attention", memory_cache=True)(h, encoded, cross_mask, None,
                                                                  deterministic, decode=decode)
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(y)
@@ -315,17 +328,23 @@ class Encoder(nn.Module):
   cfg: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               segment_ids: Optional[Array] = None) -> Array:
+    """`mask` [b, L] marks real positions; with packed rows, `segment_ids` [b, L] keeps attention
+    inside each example (relative positions need nothing: a segment's positions are contiguous)."""
     c = self.cfg
     length = x.shape[1]
     rel = RelativePositionBias(c.relative_attention_num_buckets, c.relative_attention_max_distance,
                                c.num_heads, bidirectional=True, name="relpos_bias")(length, length)
-    bias = attention_bias(mask[:, None, None, :], rel)  # [b, h, q, k]
+    if segment_ids is None:
+      attn_mask = mask[:, None, None, :]  # [b, 1, 1, k]
+    else:
+      attn_mask = segment_mask(segment_ids, segment_ids)  # [b, 1, q, k]
     x = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = constrain(x.astype(c.compute_dtype), ("batch", "length", "embed"))
-    layer = _maybe_remat(EncoderLayer, c, static_argnums=(3,))
+    layer = _maybe_remat(EncoderLayer, c, static_argnums=(4,))
     for i in range(c.num_encoder_layers):
-      x = layer(c, name=f"layers_{i}")(x, bias, deterministic)
+      x = layer(c, name=f"layers_{i}")(x, attn_mask, rel, deterministic)
     x = RMSNorm(c.compute_dtype, name="encoder_norm")(x)
     return nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
 
@@ -354,13 +373,11 @@ class Decoder(nn.Module):
     if decode and not isinstance(position, int):  # causal over the cache: key <= own position
       q_pos = position + jnp.arange(q_len)[:, None]
       self_mask = (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
-    self_bias = attention_bias(self_mask, rel)
-    cross_bias = attention_bias(cross_mask, None)
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = constrain(y.astype(c.compute_dtype), ("batch", "length", "embed"))
-    layer = _maybe_remat(DecoderLayer, c, static_argnums=(5, 6))
+    layer = _maybe_remat(DecoderLayer, c, static_argnums=(6, 7))
     for i in range(c.num_decoder_layers):
-      y = layer(c, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic, decode)
+      y = layer(c, name=f"layers_{i}")(y, encoded, self_mask, rel, cross_mask, deterministic, decode)
     y = RMSNorm(c.compute_dtype, name="decoder_norm")(y)
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     logits = Dense(c.vocab_size, ("embed", "vocab"), dtype=c.compute_dtype, name="logits_dense",

@@ -17,10 +17,13 @@ from flax import linen as nn
 
 from prompt_tuning import model as model_lib
 from prompt_tuning import partitioning
+from prompt_tuning.packing import PACKED_FEATURES
 
 Array = jax.Array
 Batch = Mapping[str, Array]
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+# Per-example prompt choice (a prompt table), and the layout of packed rows.
+OPTIONAL_FEATURES = ("prompt_ids",) + PACKED_FEATURES
 
 
 @flax.struct.dataclass
@@ -41,8 +44,7 @@ def loss_fn(prompt: Any, frozen: Any, batch: Batch, dropout_rng: Optional[Array]
   """T5X loss of the prompted model; dropout is on when `dropout_rng` is given."""
   params = model_lib.merge(prompt, frozen)
   kwargs = {k: batch[k] for k in MODEL_FEATURES}
-  if "prompt_ids" in batch:
-    kwargs["prompt_ids"] = batch["prompt_ids"]
+  kwargs.update({k: batch[k] for k in OPTIONAL_FEATURES if k in batch})
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
   logits = module.apply({"params": params}, **kwargs, deterministic=dropout_rng is None, rngs=rngs)
   return model_lib.cross_entropy_loss(logits, batch["decoder_target_tokens"],

@@ -57,23 +57,47 @@ def trim_to_bucket(batch: Mapping[str, np.ndarray], buckets: Sequence[int]) -> d
   return {**batch, "encoder_input_tokens": inputs[:, :length]}
 
 
+# A packed decoder row has room for this many examples' targets (few more fit the encoder row:
+# each example takes P prompt slots plus its inputs there).
+PACKED_TARGETS_PER_ROW = 8
+
+
 def train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                   split: str = "train", position: int = 0,
-                  length_buckets: Optional[Sequence[int]] = None) -> Iterator[dict]:
+                  length_buckets: Optional[Sequence[int]] = None,
+                  pack_prompt_length: Optional[int] = None) -> Iterator[dict]:
   """Endless shuffled batches of model features; `position` batches are skipped (resume).
 
-  With `length_buckets`, each batch's inputs are cut to the smallest bucket that fits it.
+  With `length_buckets`, each batch's inputs are cut to the smallest bucket that fits it. With
+  `pack_prompt_length` = P, examples are packed (`prompt_tuning.packing`) into rows of
+  inputs + P encoder slots and PACKED_TARGETS_PER_ROW * targets decoder slots.
   """
   import seqio
   task = get_task(name)
   if split not in task.splits:
     raise UsageError(f"task {name!r} has no {split!r} split (it has {', '.join(task.splits)})")
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=True, seed=seed, num_epochs=None)
+  if pack_prompt_length is not None:
+    yield from _packed(ds, feature_lengths, batch_size, pack_prompt_length, position)
+    return
   ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
   ds = ds.batch(batch_size, drop_remainder=True).skip(position).prefetch(2)
   for batch in ds.as_numpy_iterator():
     batch = {k: np.asarray(batch[k]) for k in FEATURES if k in batch}
     yield trim_to_bucket(batch, length_buckets) if length_buckets else batch
+
+
+def _packed(ds, feature_lengths: Mapping[str, int], batch_size: int, prompt_length: int,
+            position: int) -> Iterator[dict]:
+  """Packed batches of `ds`; resuming re-packs the skipped ones (packing is deterministic)."""
+  from prompt_tuning import packing
+  examples = ((e["inputs"], e["targets"]) for e in ds.as_numpy_iterator())
+  batches = packing.pack(examples, feature_lengths["inputs"] + prompt_length,
+                         PACKED_TARGETS_PER_ROW * feature_lengths["targets"], prompt_length,
+                         batch_size, final=False)
+  for i, batch in enumerate(batches):
+    if i >= position:
+      yield batch
 
 
 def _pad(rows: list, length: int) -> np.ndarray:

@@ -101,6 +101,13 @@ def packed_features(rows: Sequence[_Row], batch_size: int, encoder_length: int,
           "decoder_loss_weights": (tgt > 0).astype(np.float32)}
 
 
+def num_examples(batch) -> int:
+  """Examples in a batch: packed rows count their segments, padded rows count when non-empty."""
+  if "encoder_segment_ids" in batch:
+    return int(np.asarray(batch["encoder_segment_ids"]).max(axis=1).sum())
+  return int((np.asarray(batch["decoder_target_tokens"]) > 0).any(axis=1).sum())
+
+
 def pack(examples: Iterable[tuple[Sequence[int], Sequence[int]]], encoder_length: int,
          decoder_length: int, prompt_length: int, batch_size: int, final: bool = True) -> Iterator[dict]:
   """Batches of packed rows from (input ids, target ids) pairs; `final` also emits the last one."""

@@ -24,6 +24,7 @@ from prompt_tuning import gin_utils
 from prompt_tuning import metrics_writer
 from prompt_tuning import model as model_lib
 from prompt_tuning import optim
+from prompt_tuning import packing
 from prompt_tuning import partitioning
 from prompt_tuning import prompts as prompts_lib
 from prompt_tuning import train_step
@@ -86,18 +87,19 @@ class _Averager:
   """Means of per-step train statistics between two log lines."""
 
   def __init__(self):
-    self.sums, self.count, self.start = {}, 0, time.time()
+    self.sums, self.count, self.examples, self.start = {}, 0, 0, time.time()
 
-  def add(self, stats: Mapping[str, float]) -> None:
+  def add(self, stats: Mapping[str, float], examples: int) -> None:
     for k, v in stats.items():
       self.sums[k] = self.sums.get(k, 0.0) + float(v)
     self.count += 1
+    self.examples += examples
 
-  def flush(self, batch_size: int) -> dict:
+  def flush(self) -> dict:
     seconds = max(time.time() - self.start, 1e-9)
     out = {f"train/{k}": v / max(self.count, 1) for k, v in self.sums.items() if k != "num_tokens"}
     out["train/steps_per_second"] = self.count / seconds
-    out["train/examples_per_second"] = self.count * batch_size / seconds
+    out["train/examples_per_second"] = self.examples / seconds  # packed rows count each example
     self.__init__()
     return out
 
@@ -132,14 +134,15 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
           eval_max_examples: Optional[int] = None, eval_batch_size: Optional[int] = None,
           decode_fn: Optional[Callable] = None, keep_checkpoints: int = 1,
           early_stopping_patience: Optional[int] = None, progress_bar: Optional[bool] = None,
-          length_buckets: Optional[Sequence[int]] = None) -> dict:
+          length_buckets: Optional[Sequence[int]] = None, pack: bool = False) -> dict:
   """Tunes the prompt for `train_steps` steps (counted from the start of prompt tuning).
 
   Evaluates every `eval_period` steps and at the end; keeps the `keep_checkpoints` best
   checkpoints by `eval/score` (plus the latest); stops after `early_stopping_patience`
   evaluations without improvement (None: never). `length_buckets` (e.g. (64, 128, 256, 512))
-  cuts each training batch's input padding to the smallest bucket that fits it. Returns the best
-  evaluation's metrics.
+  cuts each training batch's input padding to the smallest bucket that fits it; `pack` packs
+  several examples into each row instead, each with its own prompt copy (a step then sees more
+  than `batch_size` examples). Returns the best evaluation's metrics.
   """
   from prompt_tuning import evaluation, inputs as inputs_lib
   from prompt_tuning.checkpoints import state as state_lib
@@ -149,6 +152,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
     raise UsageError(f"TRAIN_STEPS ({train_steps}) and BATCH_SIZE ({batch_size}) must be positive")
   if batch_size % num_microbatches:
     raise UsageError(f"BATCH_SIZE {batch_size} is not divisible by num_microbatches={num_microbatches}")
+  if pack and (length_buckets or model.placement != "prefix" or model.num_prompts):
+    raise UsageError("PACK = True needs the prefix placement, one shared prompt and no "
+                     "LENGTH_BUCKETS (packing already removes the padding): unset one of them")
 
   # ---------------------------------------------------------------- validate and build (no writes)
   evaluator = evaluation.Evaluator(model, mixture_or_task_name, task_feature_lengths, eval_split,
@@ -176,36 +182,38 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   writer = metrics_writer.MetricsWriter(model_dir)
   best = _best_so_far(checkpointer)
   batches = inputs_lib.train_batches(mixture_or_task_name, task_feature_lengths, batch_size, seed,
-                                     position=position, length_buckets=length_buckets)
+                                     position=position, length_buckets=length_buckets,
+                                     pack_prompt_length=model.prompt_length if pack else None)
   dropout_rng = jax.random.PRNGKey(seed + 1)
 
   # ---------------------------------------------------------------- loop
   progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar)
   averager, step, evals_without_gain = _Averager(), start, 0
   last_saved = checkpointer.latest_step()
-  pending = []  # (step, on-device stats): fetched in groups so the host never waits per step
+  pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
   loss = None
 
   def drain():
     nonlocal loss
-    for pending_step, stats in jax.device_get(pending):
+    for pending_step, stats, examples in jax.device_get(pending):
       _check_finite(pending_step, stats, last_saved)  # before any save of that state
-      averager.add(stats)
+      averager.add(stats, examples)
       loss = float(stats["cross_ent_per_token"])
     pending.clear()
 
   try:
     while step < train_steps:
-      state, stats = step_fn(state, frozen.params, next(batches), dropout_rng)
+      batch = next(batches)
+      state, stats = step_fn(state, frozen.params, batch, dropout_rng)
       step += 1
-      pending.append((step, stats))
+      pending.append((step, stats, packing.num_examples(batch)))
       is_eval = step % eval_period == 0 or step == train_steps
       is_log = step % log_period == 0 or step == train_steps
       if is_log or is_eval or step % checkpoint_period == 0 or len(pending) >= _MAX_PENDING:
         drain()
       progress.update(step, loss)
       if is_log:
-        writer.write(step, averager.flush(batch_size))
+        writer.write(step, averager.flush())
       metrics = {}
       if is_eval:
         metrics = evaluator.evaluate(state.prompt, frozen.params)[0]

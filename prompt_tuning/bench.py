@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +23,23 @@ import numpy as np
 
 from prompt_tuning import model as model_lib
 from prompt_tuning import optim
+from prompt_tuning import packing
 from prompt_tuning import partitioning
 from prompt_tuning import prompts
 from prompt_tuning import t5
 from prompt_tuning import train_step as ts
 
-# What each size keeps for backward: from an activation-memory estimate for batch 32 x 612
-# tokens (see README "Performance"); large/xl/xxl are still to be timed on a GPU.
-REMAT = {"small": "none", "base": "none", "large": "none", "xl": "dots", "xxl": "full"}
+# What each size keeps for backward at batch 32 x 612 tokens on an 80 GB card, from
+# `python -m prompt_tuning.bench --memory-only` (weights + saved activations, README "Performance"):
+# xl keeps everything in 45 GiB; xxl would need 99 GiB (65 GiB with "dots"), so it recomputes.
+REMAT = {"small": "none", "base": "none", "large": "none", "xl": "none", "xxl": "full"}
 # The peer script's extra size, for smoke runs on a CPU.
 BENCH_SIZES = {**t5.SIZES, "tiny": dict(emb_dim=64, mlp_dim=128, num_encoder_layers=2,
                                         num_decoder_layers=2, num_heads=2, head_dim=32)}
 REMAT["tiny"] = "none"
 # Input lengths of RTE (SentencePiece tokens of "hypothesis: ... premise: ..."): quantiles used
 # to draw a realistic length mix for the padding-waste measurement.
+RTE_TARGET_TOKENS = 6  # "not_entailment" + EOS is 6 SentencePiece ids ("entailment" + EOS 5)
 RTE_LENGTH_QUANTILES = [(0.0, 20), (0.1, 38), (0.25, 48), (0.5, 62), (0.75, 86), (0.9, 122),
                         (0.99, 220), (1.0, 290)]
 
@@ -75,6 +79,56 @@ def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
     return jax.tree_util.tree_unflatten(treedef, out)
 
   return jax.jit(make, out_shardings=shardings)(jax.random.PRNGKey(seed))
+
+
+def abstract_inputs(module: model_lib.PromptT5, batch: int, inputs_len: int, targets_len: int,
+                    frozen_dtype) -> tuple[Any, Any, dict]:
+  """Shapes of (prompt, frozen weights, batch) for tracing without allocating anything."""
+  boxed = ts.abstract_params(module)
+  prompt, frozen = model_lib.split(jax.tree.map(lambda b: b.value, boxed,
+                                                is_leaf=lambda x: hasattr(x, "value")))
+
+  def storage(path, leaf):
+    dtype = frozen_dtype if path[-1].key in ("kernel", "embedding") else leaf.dtype
+    return jax.ShapeDtypeStruct(leaf.shape, dtype)
+  frozen = jax.tree_util.tree_map_with_path(storage, frozen)
+  lengths = {"encoder_input_tokens": inputs_len, "decoder_input_tokens": targets_len,
+             "decoder_target_tokens": targets_len}
+  data = {k: jax.ShapeDtypeStruct((batch, n), jnp.int32) for k, n in lengths.items()}
+  return prompt, frozen, data
+
+
+def saved_activations(module: model_lib.PromptT5, prompt, frozen, batch) -> list:
+  """Shapes of what the forward pass keeps for the prompt gradient (weights and inputs excluded).
+
+  Read from the jaxpr of the step's VJP, so it is exact for the model as written and the same on
+  every backend; the peak adds the weights and one layer's transient buffers to it.
+  """
+  def vjp_fn(p, f, b):
+    return jax.vjp(lambda q: ts.loss_fn(q, f, b, None, module=module)[0], p)[1]
+  jaxpr = jax.make_jaxpr(vjp_fn)(prompt, frozen, batch).jaxpr
+  inputs = set(jaxpr.invars)
+  saved = {v: v.aval for v in jaxpr.outvars if hasattr(v, "aval") and not hasattr(v, "val")
+           and v not in inputs}
+  return list(saved.values())
+
+
+def gib(n_bytes: float) -> float:
+  return round(n_bytes / 2 ** 30, 2)
+
+
+def memory_record(size: str, remat: str, args) -> dict:
+  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
+                    attention=args.attention)
+  module = model_lib.build(cfg, prompt_length=args.prompt_len)
+  prompt, frozen, batch = abstract_inputs(module, args.batch, args.inputs_len, args.targets_len,
+                                          jnp.dtype(args.frozen_dtype))
+  saved = saved_activations(module, prompt, frozen, batch)
+  nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)
+  return {"system": "prompt_tuning", "size": size, "batch": args.batch, "remat": remat,
+          "inputs_len": args.inputs_len, "prompt_len": args.prompt_len,
+          "weights_gib": gib(nbytes(jax.tree.leaves(frozen))),
+          "saved_activations_gib": gib(nbytes(saved))}
 
 
 def matmul_tflops(n: int = 8192, reps: int = 10) -> float:
@@ -131,7 +185,7 @@ class StepRunner:
     self.compiled = {}
 
   def compile(self, batch):
-    key = batch["encoder_input_tokens"].shape
+    key = tuple(sorted((k, v.shape) for k, v in batch.items()))
     if key not in self.compiled:
       with partitioning.activation_context(self.mesh, self.rules):
         lowered = self.step.jitted.lower(self.state, self.frozen, batch, None)
@@ -184,25 +238,40 @@ def bench_size(size: str, args, mesh, peak_tflops) -> dict:
   return rec
 
 
+def rte_batches(mode: str, lengths: np.ndarray, args) -> list[dict]:
+  """The same RTE-like examples as padded, length-bucketed or packed batches."""
+  if mode == "packed":
+    rng = np.random.RandomState(0)
+    target_len = min(RTE_TARGET_TOKENS, args.targets_len)  # padded modes compute all targets_len
+    examples = [(rng.randint(2, 32000, n), rng.randint(2, 32000, target_len))
+                for n in lengths.reshape(-1)]
+    return list(packing.pack(examples, args.inputs_len + args.prompt_len,
+                             packing.TARGETS_PER_ROW * args.targets_len, args.prompt_len, args.batch))
+  batches = []
+  for row in lengths:
+    length = args.inputs_len
+    if mode == "bucketed":
+      length = next(b for b in (64, 128, 256, 512, args.inputs_len) if b >= row.max())
+    batches.append(random_batch(args.batch, length, args.targets_len, lengths=row))
+  return batches
+
+
 def padding_waste(runner: StepRunner, args) -> dict:
-  """Real tokens/s on RTE-like lengths: padding every batch to 512 vs to a length bucket."""
+  """Real tokens/s on RTE-like lengths: padded to 512, cut to a length bucket, or packed."""
   out = {}
   lengths = rte_lengths(args.batch * args.steps, seed=1).reshape(args.steps, args.batch)
   real = int(lengths.sum())
-  for mode in ("pad_to_max", "bucketed"):
-    batches = []
-    for row in lengths:
-      length = args.inputs_len
-      if mode == "bucketed":
-        length = next(b for b in (64, 128, 256, 512, args.inputs_len) if b >= row.max())
-      batches.append(random_batch(args.batch, length, args.targets_len, lengths=row))
+  for mode in ("pad_to_max", "bucketed", "packed"):
+    batches = rte_batches(mode, lengths, args)
     for b in batches:  # compile and warm every shape first
       runner.run(b, 1)
     t = time.perf_counter()
     for b in batches:
       runner.run(b, 1)
     out[f"real_tokens_per_s_{mode}"] = round(real / (time.perf_counter() - t), 1)
-  out["bucketing_speedup"] = round(out["real_tokens_per_s_bucketed"] / out["real_tokens_per_s_pad_to_max"], 2)
+    out[f"steps_{mode}"] = len(batches)
+  for mode in ("bucketed", "packed"):
+    out[f"{mode}_speedup"] = round(out[f"real_tokens_per_s_{mode}"] / out["real_tokens_per_s_pad_to_max"], 2)
   return out
 
 
@@ -219,15 +288,22 @@ def main(argv=None):
   p.add_argument("--frozen-dtype", default="bfloat16", help="storage dtype of frozen matrices")
   p.add_argument("--remat", default="auto", choices=["auto", "none", "dots", "full"],
                  help="rematerialization per layer; auto = the per-size table REMAT")
-  p.add_argument("--attention", default="xla", choices=["xla", "fused"])
+  p.add_argument("--attention", default="xla", choices=["xla", "fused", "cudnn"])
   p.add_argument("--mesh", default="-1,1", help="data,model mesh shape")
   p.add_argument("--length-dist", default="none", choices=["none", "rte"],
-                 help="also measure real tokens/s on RTE-like lengths, padded vs bucketed")
+                 help="also measure real tokens/s on RTE-like lengths: padded, bucketed, packed")
   p.add_argument("--matmul-peak", action="store_true", help="measure the bf16 matmul peak first")
+  p.add_argument("--memory-only", action="store_true",
+                 help="no timing: weights and saved activations per size and remat (runs on a CPU)")
   p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache")
   args = p.parse_args(argv)
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+  if args.memory_only:
+    for size in args.sizes.split(","):
+      for remat in ("none", "dots", "full") if args.remat == "auto" else (args.remat,):
+        print(json.dumps(memory_record(size, remat, args)), flush=True)
+    return 0
   shape = tuple(int(x) for x in args.mesh.split(","))
   devices = jax.devices() if -1 in shape else jax.devices()[:shape[0] * shape[1]]
   mesh = partitioning.create_mesh(shape, devices)

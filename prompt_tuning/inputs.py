@@ -57,11 +57,6 @@ def trim_to_bucket(batch: Mapping[str, np.ndarray], buckets: Sequence[int]) -> d
   return {**batch, "encoder_input_tokens": inputs[:, :length]}
 
 
-# A packed decoder row has room for this many examples' targets (few more fit the encoder row:
-# each example takes P prompt slots plus its inputs there).
-PACKED_TARGETS_PER_ROW = 8
-
-
 def train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                   split: str = "train", position: int = 0,
                   length_buckets: Optional[Sequence[int]] = None,
@@ -70,7 +65,7 @@ def train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int
 
   With `length_buckets`, each batch's inputs are cut to the smallest bucket that fits it. With
   `pack_prompt_length` = P, examples are packed (`prompt_tuning.packing`) into rows of
-  inputs + P encoder slots and PACKED_TARGETS_PER_ROW * targets decoder slots.
+  inputs + P encoder slots and `packing.TARGETS_PER_ROW` * targets decoder slots.
   """
   import seqio
   task = get_task(name)
@@ -93,7 +88,7 @@ def _packed(ds, feature_lengths: Mapping[str, int], batch_size: int, prompt_leng
   from prompt_tuning import packing
   examples = ((e["inputs"], e["targets"]) for e in ds.as_numpy_iterator())
   batches = packing.pack(examples, feature_lengths["inputs"] + prompt_length,
-                         PACKED_TARGETS_PER_ROW * feature_lengths["targets"], prompt_length,
+                         packing.TARGETS_PER_ROW * feature_lengths["targets"], prompt_length,
                          batch_size, final=False)
   for i, batch in enumerate(batches):
     if i >= position:

@@ -20,6 +20,10 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 PACKED_FEATURES = ("encoder_segment_ids", "encoder_positions", "decoder_segment_ids")
+# A packed decoder row is this many times the targets length: the packer counts real target
+# tokens, and classification targets are shorter than their padded length (RTE's are 5-6 of 8),
+# so 4 x 8 slots hold the targets of the 3-5 RTE examples whose inputs fill a 612-slot row.
+TARGETS_PER_ROW = 4
 
 
 @dataclasses.dataclass

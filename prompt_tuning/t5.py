@@ -38,7 +38,7 @@ class T5Config:
   relative_attention_max_distance: int = 128
   dropout_rate: float = 0.1
   dtype: str = "bfloat16"  # compute dtype; logits, softmax and loss are float32
-  remat: str = "none"  # "none" | "full" | "dots": rematerialization of each layer in training
+  remat: str = "none"  # "none" | "dots" | "full": see _maybe_remat
   # "xla": einsum + softmax; "fused": jax.nn.dot_product_attention (XLA implementation);
   # "cudnn": the same with cuDNN's fused kernel (NVIDIA GPUs only).
   attention: str = "xla"
@@ -97,12 +97,42 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    x32 = jnp.asarray(x, jnp.float32)
-    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-    y = jnp.asarray(x32 * jax.lax.rsqrt(var + self.epsilon), self.dtype)
     scale = self.param("scale", _partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],),
                        jnp.float32)
-    return y * jnp.asarray(scale, self.dtype)
+    return rms_norm(x, scale, jnp.dtype(self.dtype), self.epsilon)
+
+
+def _rms_norm(x: Array, scale: Array, dtype, epsilon: float) -> Array:
+  x32 = jnp.asarray(x, jnp.float32)
+  var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+  y = jnp.asarray(x32 * jax.lax.rsqrt(var + epsilon), dtype)
+  return y * jnp.asarray(scale, dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def rms_norm(x: Array, scale: Array, dtype, epsilon: float) -> Array:
+  """T5's RMS norm; its backward pass keeps only `x` as it came in (bf16 in training), not a
+  float32 copy, and recomputes the normalizer."""
+  return _rms_norm(x, scale, dtype, epsilon)
+
+
+def _rms_norm_fwd(x, scale, dtype, epsilon):
+  return _rms_norm(x, scale, dtype, epsilon), (x, scale)
+
+
+def _rms_norm_bwd(dtype, epsilon, saved, grad):
+  x, scale = saved
+  x32 = x.astype(jnp.float32)
+  r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + epsilon)
+  normed = x32 * r
+  g = grad.astype(jnp.float32)
+  g_normed = g * scale.astype(dtype).astype(jnp.float32)
+  dx = r * (g_normed - normed * jnp.mean(g_normed * normed, axis=-1, keepdims=True))
+  dscale = jnp.sum(g * normed.astype(dtype).astype(jnp.float32), axis=tuple(range(x.ndim - 1)))
+  return dx.astype(x.dtype), dscale.astype(scale.dtype)
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
 
 class Dense(nn.Module):
@@ -168,6 +198,45 @@ def segment_mask(q_segments: Array, k_segments: Array) -> Array:
   return ((q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] > 0))[:, None]
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def softmax_as(logits: Array, dtype) -> Array:
+  """Softmax over the last axis computed in float32 and returned in `dtype`.
+
+  The backward pass keeps only these `dtype` probabilities (2 bytes per score in bf16) instead
+  of the float32 logits, their exponentials and the cast copy (10 bytes): attention scores are
+  the largest activations of a prompt-tuning step, and the saved ones bound its memory.
+  """
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
+def _softmax_as_fwd(logits, dtype):
+  probs = softmax_as(logits, dtype)
+  return probs, probs
+
+
+def _softmax_as_bwd(dtype, probs, grad):
+  p, g = probs.astype(jnp.float32), grad.astype(jnp.float32)
+  return (p * (g - jnp.sum(g * p, axis=-1, keepdims=True)),)
+
+
+softmax_as.defvjp(_softmax_as_fwd, _softmax_as_bwd)
+
+
+def attend(q: Array, k: Array, v: Array, mask: Optional[Array], position_bias: Optional[Array],
+           dropout_rng: Optional[Array], *, dtype, dropout_rate: float) -> Array:
+  """softmax(q k^T + position bias, masked) v for [b, len, heads, d_kv] inputs; scores in float32."""
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  if position_bias is not None:
+    logits = logits + position_bias
+  if mask is not None:  # additive, so the backward pass keeps no [b, h, q, k] mask
+    logits = logits + jnp.where(mask, 0.0, -1e10).astype(jnp.float32)
+  weights = softmax_as(logits, dtype)
+  if dropout_rate > 0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = weights * keep.astype(dtype) / jnp.asarray(1.0 - dropout_rate, dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
 # T5Config.attention -> jax.nn.dot_product_attention's `implementation`.
 FUSED = {"fused": None, "cudnn": "cudnn"}
 
@@ -215,16 +284,9 @@ class Attention(nn.Module):
       out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
                                          implementation=FUSED[self.impl])
     else:
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-      if position_bias is not None:
-        logits = logits + position_bias
-      if mask is not None:
-        logits = jnp.where(mask, logits, -1e10)
-      weights = jax.nn.softmax(logits, axis=-1)
-      if not deterministic and self.dropout_rate > 0:
-        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout_rate, weights.shape)
-        weights = weights * keep / (1.0 - self.dropout_rate)
-      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+      rate = 0.0 if deterministic else self.dropout_rate
+      out = attend(q, k, v, mask, position_bias, self.make_rng("dropout") if rate > 0 else None,
+                   dtype=jnp.dtype(self.dtype), dropout_rate=rate)
     out = constrain(out, ("batch", "length", "heads", "kv")).reshape(b, -1, inner)
     return dense(q_in.shape[-1], ("joined_kv", "embed"), kernel_init=fan_in, name="out")(out)
 
@@ -257,6 +319,28 @@ class Attention(nn.Module):
     return ck.value, cv.value
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def gated_activation(gate: Array, linear: Array, activation: str) -> Array:
+  """act(gate) * linear. The backward pass keeps only the two inputs and recomputes the
+  activation and its derivative in float32, instead of every intermediate of the activation."""
+  return getattr(nn, activation)(gate) * linear
+
+
+def _gated_fwd(gate, linear, activation):
+  return gated_activation(gate, linear, activation), (gate, linear)
+
+
+def _gated_bwd(activation, saved, grad):
+  gate, linear = saved
+  act, d_act = jax.jvp(getattr(nn, activation), (gate.astype(jnp.float32),),
+                       (jnp.ones(gate.shape, jnp.float32),))
+  g = grad.astype(jnp.float32)
+  return (g * linear.astype(jnp.float32) * d_act).astype(gate.dtype), (g * act).astype(linear.dtype)
+
+
+gated_activation.defvjp(_gated_fwd, _gated_bwd)
+
+
 class GatedMlp(nn.Module):
   """Gated-GELU MLP: wo(gelu(wi_0 x) * wi_1 x), no biases."""
   mlp_dim: int
@@ -267,11 +351,16 @@ class GatedMlp(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool) -> Array:
     init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-    h = 1.0
-    for i, act in enumerate(self.activations):
+    ys = []
+    for i in range(len(self.activations)):
       name = f"wi_{i}" if len(self.activations) > 1 else "wi"
-      y = Dense(self.mlp_dim, ("embed", "mlp"), kernel_init=init, dtype=self.dtype, name=name)(x)
-      h = h * (y if act == "linear" else getattr(nn, act)(y))
+      ys.append(Dense(self.mlp_dim, ("embed", "mlp"), kernel_init=init, dtype=self.dtype, name=name)(x))
+    if tuple(self.activations[1:]) == ("linear",) and self.activations[0] != "linear":
+      h = gated_activation(ys[0], ys[1], self.activations[0])  # T5 1.1's gated GELU
+    else:
+      h = 1.0
+      for y, act in zip(ys, self.activations):
+        h = h * (y if act == "linear" else getattr(nn, act)(y))
     h = constrain(h, ("batch", "length", "mlp"))
     h = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
     return Dense(x.shape[-1], ("mlp", "embed"), kernel_init=init, dtype=self.dtype, name="wo")(h)
@@ -316,11 +405,18 @@ class DecoderLayer(nn.Module):
     return constrain(y, ("batch", "length", "embed"))
 
 
+# T5Config.remat -> what each layer keeps for the backward pass (None: only its input).
+REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable, "full": None}
+
+
 def _maybe_remat(layer_cls, cfg: T5Config, static_argnums: tuple[int, ...]):
+  """`remat`: "none" keeps every activation the backward pass needs; "dots" keeps only matmul
+  outputs (the attention probabilities are recomputed); "full" keeps only each layer's input."""
   if cfg.remat == "none":
     return layer_cls
-  policy = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[cfg.remat]
-  return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums)
+  if cfg.remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat {cfg.remat!r}; choose none, {', '.join(REMAT_POLICIES)}")
+  return nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums)
 
 
 class Encoder(nn.Module):

@@ -42,7 +42,7 @@ def test_the_first_packed_batch_holds_the_first_examples_of_the_padded_stream():
   name = quickstart.task()
   packed = next(inputs.train_batches(name, LENGTHS, 8, seed=0, pack_prompt_length=P))
   assert packed["encoder_input_tokens"].shape == (8, 64 + P)
-  assert packed["decoder_target_tokens"].shape == (8, inputs.PACKED_TARGETS_PER_ROW * 4)
+  assert packed["decoder_target_tokens"].shape == (8, packing.TARGETS_PER_ROW * 4)
   segments = _segments(packed)
   padded = itertools.chain.from_iterable(
       _rows(b) for b in inputs.train_batches(name, LENGTHS, 8, seed=0))

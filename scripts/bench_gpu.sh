@@ -13,8 +13,9 @@ run() {
   timeout "$limit" "$@" | tee -a "$out"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
-run 160 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
+run 150 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
 run 100 python "$peer" --sizes small,base,large,xl $w
-run 180 python -m prompt_tuning.bench --sizes xl,xxl $w
-run 70 python -m prompt_tuning.bench --sizes base $w --attention fused --length-dist rte
-run 80 python "$peer" --sizes base $w --compile
+run 170 python -m prompt_tuning.bench --sizes xl,xxl $w
+run 70 python -m prompt_tuning.bench --sizes base $w --length-dist rte
+run 40 python -m prompt_tuning.bench --sizes base $w --attention cudnn
+run 70 python "$peer" --sizes base $w --compile

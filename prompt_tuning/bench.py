@@ -117,7 +117,8 @@ def gib(n_bytes: float) -> float:
   return round(n_bytes / 2 ** 30, 2)
 
 
-def memory_record(size: str, remat: str, args) -> dict:
+def memory_bytes(size: str, remat: str, args) -> tuple[int, int]:
+  """(frozen weight bytes, saved activation bytes) of one train step, from shapes alone."""
   cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
                     attention=args.attention)
   module = model_lib.build(cfg, prompt_length=args.prompt_len)
@@ -125,10 +126,37 @@ def memory_record(size: str, remat: str, args) -> dict:
                                           jnp.dtype(args.frozen_dtype))
   saved = saved_activations(module, prompt, frozen, batch)
   nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)
+  return nbytes(jax.tree.leaves(frozen)), nbytes(saved)
+
+
+def memory_record(size: str, remat: str, args) -> dict:
+  weights, saved = memory_bytes(size, remat, args)
   return {"system": "prompt_tuning", "size": size, "batch": args.batch, "remat": remat,
           "inputs_len": args.inputs_len, "prompt_len": args.prompt_len,
-          "weights_gib": gib(nbytes(jax.tree.leaves(frozen))),
-          "saved_activations_gib": gib(nbytes(saved))}
+          "weights_gib": gib(weights), "saved_activations_gib": gib(saved)}
+
+
+# Share of the device's memory that weights + saved activations may take; the rest is for XLA's
+# working buffers (one layer's float32 scores and their gradients at XXL are about 10 GiB).
+MEMORY_HEADROOM = 0.7
+
+
+def choose_remat(size: str, args, limit_bytes) -> str:
+  """The least recomputation whose weights + saved activations fit the device's memory.
+
+  Without a known limit (e.g. on a CPU) this is the 80 GB table `REMAT`.
+  """
+  if not limit_bytes:
+    return REMAT[size]
+  for remat in ("none", "dots"):
+    if sum(memory_bytes(size, remat, args)) <= MEMORY_HEADROOM * limit_bytes:
+      return remat
+  return "full"
+
+
+def device_memory_bytes():
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")
 
 
 def matmul_tflops(n: int = 8192, reps: int = 10) -> float:
@@ -203,7 +231,7 @@ class StepRunner:
 
 
 def bench_size(size: str, args, mesh, peak_tflops) -> dict:
-  remat = args.remat if args.remat != "auto" else REMAT[size]
+  remat = args.remat if args.remat != "auto" else choose_remat(size, args, device_memory_bytes())
   cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
                     attention=args.attention)
   runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype))
@@ -287,7 +315,8 @@ def main(argv=None):
   p.add_argument("--dtype", default="bfloat16", help="compute dtype")
   p.add_argument("--frozen-dtype", default="bfloat16", help="storage dtype of frozen matrices")
   p.add_argument("--remat", default="auto", choices=["auto", "none", "dots", "full"],
-                 help="rematerialization per layer; auto = the per-size table REMAT")
+                 help="rematerialization per layer; auto = the least that fits the device's "
+                      "memory (the 80 GB table REMAT where the memory is unknown)")
   p.add_argument("--attention", default="xla", choices=["xla", "fused", "cudnn"])
   p.add_argument("--mesh", default="-1,1", help="data,model mesh shape")
   p.add_argument("--length-dist", default="none", choices=["none", "rte"],

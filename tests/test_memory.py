@@ -82,3 +82,15 @@ def test_paper_sizes_at_batch_32_keep_what_the_remat_table_assumes(size, remat, 
   rec = _record(size, remat)
   assert rec["weights_gib"] + rec["saved_activations_gib"] < limit_gib
   assert bench.REMAT[size] == remat
+
+
+def test_auto_remat_picks_the_least_recomputation_that_fits():
+  args = argparse.Namespace(batch=4, inputs_len=64, targets_len=4, prompt_len=8,
+                            dtype="bfloat16", frozen_dtype="bfloat16", attention="xla")
+  total = {r: sum(bench.memory_bytes("tiny", r, args)) for r in ("none", "dots")}
+  assert total["none"] > total["dots"]
+  limit = lambda n_bytes: n_bytes / bench.MEMORY_HEADROOM
+  assert bench.choose_remat("tiny", args, limit(total["none"] * 1.01)) == "none"
+  assert bench.choose_remat("tiny", args, limit((total["none"] + total["dots"]) / 2)) == "dots"
+  assert bench.choose_remat("tiny", args, limit(total["dots"] * 0.9)) == "full"
+  assert bench.choose_remat("xxl", args, None) == bench.REMAT["xxl"]

@@ -49,6 +49,12 @@ def test_default_finetune_config_is_the_papers_setup():
   assert "class_labels" in prompt_init.__qualname__ and q("%CLASS_LABELS") == ["yes", "no"]
   assert decode_fn.__name__ == "greedy"
   assert optimizer is not None
+  assert model.cfg.remat == "none" and model.cfg.attention == "xla" and q("%PACK") is False
+
+
+def test_memory_and_attention_settings_reach_the_model():
+  model = _parse(["models/t5_1_1_xxl_prompt.gin"], REQUIRED + ["REMAT='full'", "ATTENTION='cudnn'"])[0]
+  assert model.cfg.remat == "full" and model.cfg.attention == "cudnn"
 
 
 @pytest.mark.parametrize("size", sorted(t5.SIZES))

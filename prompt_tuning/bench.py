@@ -6,7 +6,10 @@
 Prints one JSON object per size with the fields of the PEFT peer benchmark (`system`, `size`,
 `batch`, `step_s`, `examples_per_s`, `tflops_per_s` from the same analytic FLOP count,
 `peak_mem_gib`, `device`) plus XLA's own FLOP count and the fraction of the card's measured bf16
-matmul throughput. Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
+matmul throughput, and the activations the step saves for its backward pass. `--memory-only`
+prints just weights and saved activations per size and remat, from shapes (runs on a CPU);
+`--length-dist rte` adds real tokens/s on RTE-like lengths, padded vs bucketed vs packed.
+Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 """
 from __future__ import annotations
 
@@ -258,6 +261,7 @@ def bench_size(size: str, args, mesh, peak_tflops) -> dict:
          "analytic_tflops_per_step": round(flops / 1e12, 3),
          "frac_of_matmul_peak": round(tflops / peak_tflops, 3) if peak_tflops else None,
          "temp_gib": round(mem.temp_size_in_bytes / 2 ** 30, 2) if mem else None,
+         "saved_activations_gib": gib(memory_bytes(size, remat, args)[1]),
          "peak_mem_gib": peak_memory_gib(), "device": jax.devices()[0].device_kind,
          "num_devices": jax.device_count(), "compile_s": round(compile_s, 1),
          "loss": round(float(stats["loss"]), 4)}

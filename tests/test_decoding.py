@@ -310,3 +310,24 @@ def test_a_decode_step_does_not_project_the_encoding_again():
   tokens = jnp.zeros((encoded.shape[0],), jnp.int32)
   jaxpr = jax.make_jaxpr(lambda c: decoding.decode_step(module, params, c, encoded, mask, tokens))(cache)
   assert str(jaxpr).count("dot_general") == module.cfg.num_decoder_layers * 13 + 1  # + logits
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_decoding_with_weights_split_over_a_model_parallel_mesh_equals_one_device(decoder):
+  from prompt_tuning import partitioning
+  from prompt_tuning import train_step
+  module = model_lib.build(tiny.tiny_config(num_heads=4, num_encoder_layers=1), prompt_length=3)
+  params = tiny.random_params(module, seed=5)
+  inputs = tiny.random_batch(batch=4, inputs_len=9)["encoder_input_tokens"]
+  run = {"greedy": lambda p, x: decoding.greedy(module, p, x, T),
+         "beam": lambda p, x: decoding.beam_search(module, p, x, T, num_decodes=2)}[decoder]
+  tokens, scores = jax.jit(run)(params, inputs)
+  mesh, rules = partitioning.create_mesh((2, 4)), partitioning.logical_rules()
+  prompt, frozen = model_lib.split(params)
+  frozen = jax.device_put(frozen, train_step.shardings(module, mesh, rules)[1])
+  assert tuple(frozen["decoder"]["logits_dense"]["kernel"].sharding.spec) == (None, "model")
+  with partitioning.activation_context(mesh, rules):
+    sharded = jax.jit(run)(model_lib.merge(prompt, frozen),
+                           jax.device_put(inputs, partitioning.batch_sharding(mesh)))
+  np.testing.assert_array_equal(sharded[0], tokens)
+  np.testing.assert_allclose(sharded[1], scores, rtol=1e-5, atol=1e-5)

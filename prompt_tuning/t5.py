@@ -281,8 +281,13 @@ class Attention(nn.Module):
       k, v = self._extend_cache(k, v)
     if self.impl in FUSED and (deterministic or self.dropout_rate == 0):
       bias = None if position_bias is None else position_bias.astype(self.dtype)
-      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
-                                         implementation=FUSED[self.impl])
+      keys = {"mask": mask}
+      if mask is not None and mask.shape[1:3] == (1, 1):
+        # A key-padding mask (right-padded, as every one this model builds is): key lengths let
+        # the kernel mask by itself, where a mask would be added to the bias as [b, h, q, k].
+        keys = {"key_value_seq_lengths": jnp.sum(mask[:, 0, 0, :], axis=-1, dtype=jnp.int32)}
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=1.0,
+                                         implementation=FUSED[self.impl], **keys)
     else:
       rate = 0.0 if deterministic else self.dropout_rate
       out = attend(q, k, v, mask, position_bias, self.make_rng("dropout") if rate > 0 else None,

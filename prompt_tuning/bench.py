@@ -14,6 +14,7 @@ Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -215,8 +216,12 @@ class StepRunner:
                                           self.state_sh, donate=True)
     self.compiled = {}
 
+  @staticmethod
+  def shape_key(batch) -> tuple:
+    return tuple(sorted((k, v.shape) for k, v in batch.items()))
+
   def compile(self, batch):
-    key = tuple(sorted((k, v.shape) for k, v in batch.items()))
+    key = self.shape_key(batch)
     if key not in self.compiled:
       with partitioning.activation_context(self.mesh, self.rules):
         lowered = self.step.jitted.lower(self.state, self.frozen, batch, None)
@@ -271,37 +276,46 @@ def bench_size(size: str, args, mesh, peak_tflops) -> dict:
 
 
 def rte_batches(mode: str, lengths: np.ndarray, args) -> list[dict]:
-  """The same RTE-like examples as padded, length-bucketed or packed batches."""
+  """`args.steps` full batches of examples drawn in order from `lengths`: padded, cut to a
+  length bucket, or packed (steady state: packing's last, partly filled batch is not used)."""
   if mode == "packed":
     rng = np.random.RandomState(0)
     target_len = min(RTE_TARGET_TOKENS, args.targets_len)  # padded modes compute all targets_len
-    examples = [(rng.randint(2, 32000, n), rng.randint(2, 32000, target_len))
-                for n in lengths.reshape(-1)]
-    return list(packing.pack(examples, args.inputs_len + args.prompt_len,
-                             packing.TARGETS_PER_ROW * args.targets_len, args.prompt_len, args.batch))
-  batches = []
-  for row in lengths:
+    examples = ((rng.randint(2, 32000, n), rng.randint(2, 32000, target_len)) for n in lengths)
+    batches = packing.pack(examples, args.inputs_len + args.prompt_len,
+                           packing.TARGETS_PER_ROW * args.targets_len, args.prompt_len, args.batch,
+                           final=False)
+    return list(itertools.islice(batches, args.steps))
+  out = []
+  for row in lengths[:args.batch * args.steps].reshape(args.steps, args.batch):
     length = args.inputs_len
     if mode == "bucketed":
       length = next(b for b in (64, 128, 256, 512, args.inputs_len) if b >= row.max())
-    batches.append(random_batch(args.batch, length, args.targets_len, lengths=row))
-  return batches
+    out.append(random_batch(args.batch, length, args.targets_len, lengths=row))
+  return out
+
+
+def real_tokens(batch: dict, prompt_len: int) -> int:
+  """Input tokens of the batch's examples, without padding or prompt slots."""
+  if "encoder_segment_ids" in batch:
+    return int((batch["encoder_segment_ids"] > 0).sum()) - prompt_len * packing.num_examples(batch)
+  return int((batch["encoder_input_tokens"] > 0).sum())
 
 
 def padding_waste(runner: StepRunner, args) -> dict:
   """Real tokens/s on RTE-like lengths: padded to 512, cut to a length bucket, or packed."""
   out = {}
-  lengths = rte_lengths(args.batch * args.steps, seed=1).reshape(args.steps, args.batch)
-  real = int(lengths.sum())
+  lengths = rte_lengths(4 * args.batch * args.steps, seed=1)  # enough for `steps` packed batches
   for mode in ("pad_to_max", "bucketed", "packed"):
     batches = rte_batches(mode, lengths, args)
-    for b in batches:  # compile and warm every shape first
+    for b in {runner.shape_key(b): b for b in batches}.values():  # compile every shape first
       runner.run(b, 1)
     t = time.perf_counter()
     for b in batches:
       runner.run(b, 1)
-    out[f"real_tokens_per_s_{mode}"] = round(real / (time.perf_counter() - t), 1)
-    out[f"steps_{mode}"] = len(batches)
+    seconds = time.perf_counter() - t
+    out[f"real_tokens_per_s_{mode}"] = round(sum(real_tokens(b, args.prompt_len) for b in batches) / seconds, 1)
+    out[f"examples_per_step_{mode}"] = round(sum(map(packing.num_examples, batches)) / len(batches), 2)
   for mode in ("bucketed", "packed"):
     out[f"{mode}_speedup"] = round(out[f"real_tokens_per_s_{mode}"] / out["real_tokens_per_s_pad_to_max"], 2)
   return out

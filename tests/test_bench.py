@@ -80,3 +80,21 @@ def test_fused_attention_equals_the_xla_path_in_float32(placement):
   batch = tiny.random_batch(batch=4, inputs_len=12, targets_len=5)
   np.testing.assert_allclose(tiny.apply(fused, params, batch), tiny.apply(plain, params, batch),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_rte_batches_hold_the_same_kind_of_examples_in_each_mode():
+  import argparse
+  args = argparse.Namespace(batch=8, steps=3, inputs_len=512, targets_len=8, prompt_len=100)
+  lengths = bench.rte_lengths(4 * 8 * 3, seed=1)
+  padded = bench.rte_batches("pad_to_max", lengths, args)
+  bucketed = bench.rte_batches("bucketed", lengths, args)
+  packed = bench.rte_batches("packed", lengths, args)
+  assert len(padded) == len(bucketed) == len(packed) == 3
+  first = int(lengths[:24].sum())
+  assert sum(bench.real_tokens(b, 100) for b in padded) == first
+  assert sum(bench.real_tokens(b, 100) for b in bucketed) == first
+  assert all(b["encoder_input_tokens"].shape[1] in (64, 128, 256, 512) for b in bucketed)
+  per_step = [bench.packing.num_examples(b) for b in packed]
+  assert min(per_step) > 2 * 8  # several examples per packed row, every batch full
+  n = sum(per_step)
+  assert sum(bench.real_tokens(b, 100) for b in packed) == int(lengths[:n].sum())

@@ -194,7 +194,8 @@ def main(argv: Sequence[str], prog: str, description: str, run: Callable[[], obj
     print(f"{prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
     return 2
   except (ValueError, TypeError) as err:
-    missing = _missing_required(err)
+    from prompt_tuning.model import ConfigError
+    missing = str(err).splitlines()[0] if isinstance(err, ConfigError) else _missing_required(err)
     if missing is None:
       raise
     print(f"{prog}: error: {missing}", file=sys.stderr)

@@ -111,11 +111,21 @@ def _causal_mask(targets: Array) -> Array:
   return causal[None, None] & valid[:, None, :, None] & valid[:, None, None, :]
 
 
+class ConfigError(ValueError):
+  """A model setting that cannot work; the command-line tools print it as one line."""
+
+
 def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
           num_prompts: int = 0) -> PromptT5:
   if placement not in prompts_lib.PLACEMENTS:
-    raise ValueError(f"unknown prompt placement {placement!r}; choose one of "
+    raise ConfigError(f"unknown prompt placement {placement!r}; choose one of "
                      f"{', '.join(prompts_lib.PLACEMENTS)}")
+  attentions = ("xla",) + tuple(t5.FUSED)
+  if cfg.attention not in attentions:
+    raise ConfigError(f"unknown attention {cfg.attention!r}; choose one of {', '.join(attentions)}")
+  remats = ("none",) + tuple(t5.REMAT_POLICIES)
+  if cfg.remat not in remats:
+    raise ConfigError(f"unknown remat {cfg.remat!r}; choose one of {', '.join(remats)}")
   return PromptT5(cfg, prompt_length, placement, num_prompts)
 
 

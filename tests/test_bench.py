@@ -70,18 +70,6 @@ def test_cli_prints_one_json_record_per_size(capsys):
   assert rec["system"] == "prompt_tuning" and rec["size"] == "tiny" and rec["examples_per_s"] > 0
 
 
-@pytest.mark.parametrize("placement", ["prefix", "suffix"])
-def test_fused_attention_equals_the_xla_path_in_float32(placement):
-  """Key lengths (encoder, from right-padded masks) and masks (decoder) give the same logits."""
-  cfg = tiny.tiny_config(dtype="float32")
-  plain = model_lib.build(cfg, prompt_length=4, placement=placement)
-  fused = model_lib.build(cfg.replace(attention="fused"), prompt_length=4, placement=placement)
-  params = tiny.random_params(plain)
-  batch = tiny.random_batch(batch=4, inputs_len=12, targets_len=5)
-  np.testing.assert_allclose(tiny.apply(fused, params, batch), tiny.apply(plain, params, batch),
-                             rtol=1e-5, atol=1e-5)
-
-
 def test_rte_batches_hold_the_same_kind_of_examples_in_each_mode():
   import argparse
   args = argparse.Namespace(batch=8, steps=3, inputs_len=512, targets_len=8, prompt_len=100)

@@ -107,11 +107,14 @@ def test_dropout_is_active_only_in_training():
   assert not np.allclose(t1, det) and not np.allclose(t1, t2)
 
 
-@pytest.mark.parametrize("remat,attention", [("full", "xla"), ("dots", "xla"), ("none", "fused")])
-def test_remat_and_fused_attention_leave_the_output_unchanged(remat, attention):
+@pytest.mark.parametrize("remat,attention,placement", [
+    ("full", "xla", "prefix"), ("dots", "xla", "prefix"),
+    ("none", "fused", "prefix"), ("none", "fused", "suffix")])  # fused: padding as key lengths
+def test_remat_and_fused_attention_leave_the_output_unchanged(remat, attention, placement):
   cfg = tiny.tiny_config()
-  base = model_lib.build(cfg, prompt_length=3)
-  other = model_lib.build(cfg.replace(remat=remat, attention=attention), prompt_length=3)
+  base = model_lib.build(cfg, prompt_length=3, placement=placement)
+  other = model_lib.build(cfg.replace(remat=remat, attention=attention), prompt_length=3,
+                          placement=placement)
   params = tiny.random_params(base)
   batch = tiny.random_batch()
   np.testing.assert_allclose(tiny.apply(base, params, batch),
@@ -128,3 +131,9 @@ def test_loss_ignores_padding_and_adds_z_loss():
     expect += lse[i, j] - logits[i, j, targets[i, j]] + 1e-4 * lse[i, j] ** 2
   np.testing.assert_allclose(loss, expect, rtol=1e-6)
   assert stats["num_tokens"] == 3
+
+
+@pytest.mark.parametrize("field,value", [("attention", "flash"), ("remat", "some")])
+def test_unknown_attention_or_remat_is_refused_with_the_choices(field, value):
+  with pytest.raises(ValueError, match=f"unknown {field} '{value}'; choose one of"):
+    model_lib.build(tiny.tiny_config(**{field: value}))

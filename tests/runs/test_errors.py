@@ -92,3 +92,12 @@ def test_resume_continues_exactly(capsys, tmp_path):
   a = np.load(straight / "prompts" / "prompt_4.npy")
   b = np.load(resumed / "prompts" / "prompt_4.npy")
   np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("binding,needle", [("REMAT=some", "unknown remat 'some'"),
+                                            ("ATTENTION=flash", "unknown attention 'flash'"),
+                                            ("PROMPT_PLACEMENT=middle", "unknown prompt placement")])
+def test_unknown_model_setting(capsys, tmp_path, binding, needle):
+  _fails(capsys, train_main.main, TRAIN + [f"--gin.MODEL_DIR={tmp_path}/m", f"--gin.{binding}"],
+         needle, "choose one of")
+  _untouched(tmp_path / "m")

@@ -117,3 +117,23 @@ def test_packing_refuses_prompt_placements_it_cannot_honour():
   with pytest.raises(ValueError, match="prefix placement"):
     module.apply({"params": params}, **{k: jnp.asarray(v) for k, v in batch.items()
                                         if k != "decoder_loss_weights"})
+
+
+def test_a_packed_step_is_the_same_on_a_data_and_model_parallel_mesh():
+  from prompt_tuning import optim, partitioning
+  module = model_lib.build(tiny.tiny_config(num_heads=4), prompt_length=P)
+  prompt, frozen = model_lib.split(tiny.random_params(module))
+  examples = _examples([12, 4, 20, 1, 9, 15, 6, 3, 11, 7, 2, 14], [3, 1, 4, 2, 2, 3, 1, 2, 2, 1, 3, 2])
+  batch = next(packing.pack(examples, encoder_length=40, decoder_length=8, prompt_length=P,
+                            batch_size=4))
+  tx = optim.adafactor()
+  ref_state, ref_stats = jax.jit(lambda s: train_step.train_step(s, frozen, batch, None, module=module, tx=tx))(
+      train_step.TrainState.create(prompt, tx))
+  mesh, rules = partitioning.create_mesh((4, 2)), partitioning.logical_rules()
+  _, frozen_sh = train_step.shardings(module, mesh, rules)
+  state = train_step.TrainState.create(prompt, tx)
+  state_sh = train_step.state_shardings(state, mesh)
+  step = train_step.partitioned_train_step(module, tx, mesh, rules, frozen_sh, state_sh)
+  new, stats = step(jax.device_put(state, state_sh), jax.device_put(frozen, frozen_sh), batch, None)
+  np.testing.assert_allclose(float(stats["loss"]), float(ref_stats["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(new.prompt["prompt"]["prompt"], ref_state.prompt["prompt"]["prompt"], atol=1e-5)

@@ -13,9 +13,9 @@ run() {
   timeout "$limit" "$@" | tee -a "$out"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
-run 150 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
-run 100 python "$peer" --sizes small,base,large,xl $w
-run 170 python -m prompt_tuning.bench --sizes xl,xxl $w
-run 70 python -m prompt_tuning.bench --sizes base $w --length-dist rte
+run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
+run 95 python "$peer" --sizes small,base,large,xl $w
+run 165 python -m prompt_tuning.bench --sizes xl,xxl $w
+run 65 python -m prompt_tuning.bench --sizes base $w --length-dist rte
 run 40 python -m prompt_tuning.bench --sizes base $w --attention cudnn
-run 70 python "$peer" --sizes base $w --compile
+run 65 python "$peer" --sizes base $w --compile

@@ -14,6 +14,7 @@ Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -123,11 +124,18 @@ def gib(n_bytes: float) -> float:
 
 def memory_bytes(size: str, remat: str, args) -> tuple[int, int]:
   """(frozen weight bytes, saved activation bytes) of one train step, from shapes alone."""
-  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
-                    attention=args.attention)
-  module = model_lib.build(cfg, prompt_length=args.prompt_len)
-  prompt, frozen, batch = abstract_inputs(module, args.batch, args.inputs_len, args.targets_len,
-                                          jnp.dtype(args.frozen_dtype))
+  return _memory_bytes(size, remat, args.batch, args.inputs_len, args.targets_len, args.prompt_len,
+                       args.dtype, args.frozen_dtype, args.attention)
+
+
+@functools.lru_cache(maxsize=None)  # tracing XL/XXL takes seconds; auto remat and records share it
+def _memory_bytes(size, remat, batch_size, inputs_len, targets_len, prompt_len, dtype, frozen_dtype,
+                  attention) -> tuple[int, int]:
+  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=dtype, remat=remat,
+                    attention=attention)
+  module = model_lib.build(cfg, prompt_length=prompt_len)
+  prompt, frozen, batch = abstract_inputs(module, batch_size, inputs_len, targets_len,
+                                          jnp.dtype(frozen_dtype))
   saved = saved_activations(module, prompt, frozen, batch)
   nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)
   return nbytes(jax.tree.leaves(frozen)), nbytes(saved)

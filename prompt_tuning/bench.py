@@ -69,18 +69,26 @@ def _random_leaf(key, shape, dtype, kind):
   return (jax.random.normal(key, shape, jnp.float32) * scale).astype(dtype)
 
 
+def bench_config(size: str, remat: str, dtype: str, attention: str) -> t5.T5Config:
+  return t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=dtype, remat=remat,
+                     attention=attention)
+
+
+def abstract_params(module: model_lib.PromptT5, frozen_dtype) -> tuple[Any, Any]:
+  """Shapes of (prompt, frozen weights), the frozen ones stored as `model.cast_frozen` stores them."""
+  boxed = ts.abstract_params(module)
+  prompt, frozen = model_lib.split(jax.tree.map(lambda b: b.value, boxed,
+                                                is_leaf=lambda x: hasattr(x, "value")))
+  return prompt, jax.eval_shape(lambda f: model_lib.cast_frozen(f, frozen_dtype), frozen)
+
+
 def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
   """Random frozen weights made in `dtype` by one jitted call, already sharded (no f32 copy)."""
-  boxed = ts.abstract_params(module)
-  abstract = model_lib.split(jax.tree.map(lambda b: b.value, boxed, is_leaf=lambda x: hasattr(x, "value")))[1]
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(module, dtype)[1])
 
   def make(key):
-    out = []
-    for i, (path, leaf) in enumerate(leaves):
-      kind = path[-1].key
-      leaf_dtype = dtype if kind in ("kernel", "embedding") else jnp.float32
-      out.append(_random_leaf(jax.random.fold_in(key, i), leaf.shape, leaf_dtype, kind))
+    out = [_random_leaf(jax.random.fold_in(key, i), leaf.shape, leaf.dtype, path[-1].key)
+           for i, (path, leaf) in enumerate(leaves)]
     return jax.tree_util.tree_unflatten(treedef, out)
 
   return jax.jit(make, out_shardings=shardings)(jax.random.PRNGKey(seed))
@@ -89,14 +97,7 @@ def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
 def abstract_inputs(module: model_lib.PromptT5, batch: int, inputs_len: int, targets_len: int,
                     frozen_dtype) -> tuple[Any, Any, dict]:
   """Shapes of (prompt, frozen weights, batch) for tracing without allocating anything."""
-  boxed = ts.abstract_params(module)
-  prompt, frozen = model_lib.split(jax.tree.map(lambda b: b.value, boxed,
-                                                is_leaf=lambda x: hasattr(x, "value")))
-
-  def storage(path, leaf):
-    dtype = frozen_dtype if path[-1].key in ("kernel", "embedding") else leaf.dtype
-    return jax.ShapeDtypeStruct(leaf.shape, dtype)
-  frozen = jax.tree_util.tree_map_with_path(storage, frozen)
+  prompt, frozen = abstract_params(module, frozen_dtype)
   lengths = {"encoder_input_tokens": inputs_len, "decoder_input_tokens": targets_len,
              "decoder_target_tokens": targets_len}
   data = {k: jax.ShapeDtypeStruct((batch, n), jnp.int32) for k, n in lengths.items()}
@@ -131,9 +132,7 @@ def memory_bytes(size: str, remat: str, args) -> tuple[int, int]:
 @functools.lru_cache(maxsize=None)  # tracing XL/XXL takes seconds; auto remat and records share it
 def _memory_bytes(size, remat, batch_size, inputs_len, targets_len, prompt_len, dtype, frozen_dtype,
                   attention) -> tuple[int, int]:
-  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=dtype, remat=remat,
-                    attention=attention)
-  module = model_lib.build(cfg, prompt_length=prompt_len)
+  module = model_lib.build(bench_config(size, remat, dtype, attention), prompt_length=prompt_len)
   prompt, frozen, batch = abstract_inputs(module, batch_size, inputs_len, targets_len,
                                           jnp.dtype(frozen_dtype))
   saved = saved_activations(module, prompt, frozen, batch)
@@ -248,8 +247,7 @@ class StepRunner:
 
 def bench_size(size: str, args, mesh, peak_tflops) -> dict:
   remat = args.remat if args.remat != "auto" else choose_remat(size, args, device_memory_bytes())
-  cfg = t5.T5Config(**BENCH_SIZES[size], dropout_rate=0.0, dtype=args.dtype, remat=remat,
-                    attention=args.attention)
+  cfg = bench_config(size, remat, args.dtype, args.attention)
   runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype))
   batch = random_batch(args.batch, args.inputs_len, args.targets_len)
   t = time.perf_counter()

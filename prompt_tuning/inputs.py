@@ -8,6 +8,7 @@ imported only when these functions run, so the core library stays TF-free.
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -90,9 +91,7 @@ def _packed(ds, feature_lengths: Mapping[str, int], batch_size: int, prompt_leng
   batches = packing.pack(examples, feature_lengths["inputs"] + prompt_length,
                          packing.TARGETS_PER_ROW * feature_lengths["targets"], prompt_length,
                          batch_size, final=False)
-  for i, batch in enumerate(batches):
-    if i >= position:
-      yield batch
+  yield from itertools.islice(batches, position, None)
 
 
 def _pad(rows: list, length: int) -> np.ndarray:

@@ -18,10 +18,13 @@ from typing import Any, Callable, Mapping, Optional
 import gin
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
 
 from prompt_tuning import decoding
 from prompt_tuning import inputs as inputs_lib
 from prompt_tuning import model as model_lib
+from prompt_tuning import multihost
+from prompt_tuning import partitioning
 from prompt_tuning import train_step
 
 SCORE_KEY = "eval/score"
@@ -47,6 +50,18 @@ def _text(vocabulary, ids: np.ndarray) -> str:
   if 1 in ids:
     ids = ids[:ids.index(1)]
   return vocabulary.decode([int(i) for i in ids if i > 0])
+
+
+def _placed(batch: dict, frozen) -> dict:
+  """The batch split over the data axis of the frozen weights' mesh (replicated if the rows do
+  not divide evenly); in a multi-host job each host places only its own rows."""
+  sharding = getattr(jax.tree.leaves(frozen)[0], "sharding", None)
+  if not isinstance(sharding, NamedSharding):
+    return batch
+  mesh, rows = sharding.mesh, len(batch["encoder_input_tokens"])
+  split = rows % mesh.shape["data"] == 0
+  target = partitioning.batch_sharding(mesh) if split else partitioning.replicated(mesh)
+  return {k: multihost.global_array(v, target) for k, v in batch.items()}
 
 
 class Evaluator:
@@ -82,14 +97,16 @@ class Evaluator:
     vocabulary = data.task.output_features["targets"].vocabulary
     prompt, frozen = model_lib.split(params)
     for i, (batch, n) in enumerate(self._batches(data)):
-      stats = jax.device_get(self._loss(prompt, frozen, batch))
+      batch = _placed(batch, frozen)
+      stats = multihost.fetch(self._loss(prompt, frozen, batch))
       totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
       totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
       totals["num_tokens"] += float(stats["num_tokens"])
       if data.is_ranked:
-        outputs += list(np.asarray(self._score(params, batch))[:n])
+        outputs += list(multihost.fetch(self._score(params, batch))[:n])
       else:
-        tokens = np.asarray(self._decode(params, batch["encoder_input_tokens"], jax.random.fold_in(self.rng, i)))
+        rng = jax.random.fold_in(self.rng, i)
+        tokens = multihost.fetch(self._decode(params, batch["encoder_input_tokens"], rng))
         outputs += [_text(vocabulary, row) for row in tokens[:n]]
     return totals, outputs
 
@@ -147,6 +164,10 @@ def _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype,
 
 
 def _write_jsonl(path: str, rows) -> None:
+  """Writes `rows` atomically; in a multi-host job only the primary host writes."""
+  if not multihost.is_primary():
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     for row in rows:
@@ -178,16 +199,16 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                         max_examples, decode_fn, seed)
   frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
   metrics, outputs = evaluator.evaluate(prompt, frozen.params)
-  os.makedirs(output_dir, exist_ok=True)
   for data in evaluator.tasks:
     rows = ({"inputs": _inputs_text(e), "targets": _jsonable(e.get("targets_pretokenized", b"")),
              "output": o} for e, o in zip(data.examples, outputs[data.task.name]))
     _write_jsonl(os.path.join(output_dir, f"{data.task.name}.{split}.predictions.jsonl"), rows)
   _write_jsonl(os.path.join(output_dir, "metrics.jsonl"), [{"prompt_file": prompt_file, **metrics}])
-  for name, value in sorted(metrics.items()):
-    print(f"{name}: {value:.4f}")
-  for data in evaluator.tasks:
-    print(f"{data.task.name}: majority-class baseline {data.majority:.1f}%")
+  if multihost.is_primary():
+    for name, value in sorted(metrics.items()):
+      print(f"{name}: {value:.4f}")
+    for data in evaluator.tasks:
+      print(f"{data.task.name}: majority-class baseline {data.majority:.1f}%")
   return metrics
 
 
@@ -205,7 +226,6 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                         max_examples, decode_fn, seed)
   frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
   params = model_lib.merge(prompt, frozen.params)
-  os.makedirs(output_dir, exist_ok=True)
   written = []
   for data in evaluator.tasks:
     data.is_ranked = mode == "score"
@@ -220,5 +240,6 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
     path = os.path.join(output_dir, f"{data.task.name}.{split}.{mode}.jsonl")
     _write_jsonl(path, rows)
     written.append(path)
-    print(f"wrote {len(rows)} lines to {path}")
+    if multihost.is_primary():
+      print(f"wrote {len(rows)} lines to {path}")
   return written

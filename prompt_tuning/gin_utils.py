@@ -5,6 +5,8 @@ Flags (the same as T5X's):
   --gin.NAME=VALUE        one binding, applied after every file, e.g. --gin.TRAIN_STEPS=100 or
                           --gin.MODEL_DIR=/tmp/run (strings may be given without quotes).
   --gin_search_paths=A,B  folders searched for gin files and their `include`s.
+  --multiprocess_gpu, --coordinator_address=HOST:PORT, --process_count=N, --process_index=I
+                          join a multi-host job (see `prompt_tuning.multihost`).
 
 Files are looked up as given (relative to the working directory), then in each search path,
 then in this project's `configs/` folder and the folder above it, so `runs/quickstart.gin` and
@@ -171,7 +173,30 @@ def flag_parser(prog: str, description: str) -> argparse.ArgumentParser:
                       help="comma-separated folders searched for gin files and includes")
   parser.add_argument("--tfds_data_dir", default=None,
                       help="TFDS data directory (local or gs://) for the seqio tasks")
+  hosts = parser.add_argument_group("multi-host jobs (one process per host, all with the same flags)")
+  hosts.add_argument("--multiprocess_gpu", action="store_true",
+                     help="join a multi-host job; without the three flags below JAX detects the "
+                          "job (TPU pod slice, SLURM, Open MPI)")
+  hosts.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
+                     help="address of process 0 (implies --multiprocess_gpu)")
+  hosts.add_argument("--process_count", type=int, default=None, help="number of processes")
+  hosts.add_argument("--process_index", type=int, default=None, help="this process's index")
   return parser
+
+
+def _join_job(args: argparse.Namespace) -> None:
+  """`jax.distributed.initialize` when the flags ask for a multi-host job."""
+  explicit = (args.coordinator_address, args.process_count, args.process_index)
+  if not args.multiprocess_gpu and all(x is None for x in explicit):
+    return
+  if any(x is None for x in explicit) and any(x is not None for x in explicit):
+    raise UsageError("--coordinator_address, --process_count and --process_index go together: "
+                     "give all three, or none to let JAX detect the job")
+  if args.process_count is not None and not 0 <= args.process_index < args.process_count:
+    raise UsageError(f"--process_index {args.process_index} is not in [0, --process_count "
+                     f"{args.process_count})")
+  from prompt_tuning import multihost
+  multihost.initialize(*explicit)
 
 
 def main(argv: Sequence[str], prog: str, description: str, run: Callable[[], object]) -> int:
@@ -185,6 +210,7 @@ def main(argv: Sequence[str], prog: str, description: str, run: Callable[[], obj
     bindings.append(item[len("--gin."):])
   extra = [p for group in args.gin_search_paths for p in group.split(",")]
   try:
+    _join_job(args)
     if args.tfds_data_dir:
       import seqio
       seqio.set_tfds_data_dir_override(args.tfds_data_dir)

@@ -20,11 +20,14 @@ import numpy as np
 class MetricsWriter:
   """Appends scalar metrics to metrics.jsonl and TensorBoard."""
 
-  def __init__(self, model_dir: str, tensorboard: bool = True):
-    os.makedirs(model_dir, exist_ok=True)
+  def __init__(self, model_dir: str, tensorboard: bool = True, enabled: bool = True):
+    """`enabled=False` (hosts other than the primary one in a multi-host job) writes nothing."""
     self.path = os.path.join(model_dir, "metrics.jsonl")
+    self._file = self._tb = None
+    if not enabled:
+      return
+    os.makedirs(model_dir, exist_ok=True)
     self._file = open(self.path, "a", encoding="utf-8")
-    self._tb = None
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
@@ -33,6 +36,8 @@ class MetricsWriter:
         logging.warning("no TensorBoard logging (%s); metrics.jsonl is still written", err)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if self._file is None:
+      return
     values = {k: _scalar(v) for k, v in metrics.items()}
     self._file.write(json.dumps({"step": int(step), **values}) + "\n")
     self._file.flush()
@@ -41,12 +46,9 @@ class MetricsWriter:
         if value is not None:
           self._tb.add_scalar(name, value, int(step))
 
-  def write_text(self, step: int, name: str, text: str) -> None:
-    if self._tb is not None:
-      self._tb.add_text(name, text, int(step))
-
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

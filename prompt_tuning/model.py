@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from prompt_tuning import multihost
 from prompt_tuning import prompts as prompts_lib
 from prompt_tuning import t5
 
@@ -172,7 +173,7 @@ def init_prompt(module: PromptT5, initializer: prompts_lib.Initializer, rng: Arr
   """The prompt subtree, initialized with access to the frozen embedding table."""
   embedding = frozen["token_embedder"]["embedding"]
   shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
-  value = initializer(rng, shape, np.asarray(jax.device_get(embedding), np.float32))
+  value = initializer(rng, shape, np.asarray(multihost.fetch(embedding), np.float32))
   return {PROMPT_KEY: {"prompt": jnp.asarray(value, jnp.float32)}}
 
 

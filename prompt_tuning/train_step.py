@@ -16,6 +16,7 @@ import optax
 from flax import linen as nn
 
 from prompt_tuning import model as model_lib
+from prompt_tuning import multihost
 from prompt_tuning import partitioning
 from prompt_tuning.packing import PACKED_FEATURES
 
@@ -144,6 +145,9 @@ def partitioned_train_step(module: model_lib.PromptT5, tx: optax.GradientTransfo
                    out_shardings=(state_shardings_, rep), donate_argnums=(0,) if donate else ())
 
   def run(state, frozen, batch, rng):
+    batch = {k: multihost.global_array(v, data) for k, v in batch.items()}  # each host: its rows
+    if rng is not None:
+      rng = multihost.global_array(rng, rep)
     with partitioning.activation_context(mesh, rules):
       return jitted(state, frozen, batch, rng)
   run.jitted = jitted

@@ -23,6 +23,7 @@ import jax
 from prompt_tuning import gin_utils
 from prompt_tuning import metrics_writer
 from prompt_tuning import model as model_lib
+from prompt_tuning import multihost
 from prompt_tuning import optim
 from prompt_tuning import packing
 from prompt_tuning import partitioning
@@ -175,11 +176,14 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
                                              frozen_checkpoint=initial_checkpoint_path)
   restored = checkpointer.restore_latest(state)
   start, position = 0, 0
+  primary = multihost.is_primary()  # the host that writes files and prints
+  say = print if primary else (lambda *_: None)
   if restored is not None:
     state, start, position = restored.state, restored.step, int(restored.data_state.get("position", 0))
-    print(f"resuming from {checkpointer.path(start)} (step {start})")
-  gin_utils.write_config(model_dir)
-  writer = metrics_writer.MetricsWriter(model_dir)
+    say(f"resuming from {checkpointer.path(start)} (step {start})")
+  if primary:
+    gin_utils.write_config(model_dir)
+  writer = metrics_writer.MetricsWriter(model_dir, enabled=primary)
   best = _best_so_far(checkpointer)
   batches = inputs_lib.train_batches(mixture_or_task_name, task_feature_lengths, batch_size, seed,
                                      position=position, length_buckets=length_buckets,
@@ -187,7 +191,8 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   dropout_rng = jax.random.PRNGKey(seed + 1)
 
   # ---------------------------------------------------------------- loop
-  progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar)
+  progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar if primary else False)
+  note = progress.write if primary else (lambda *_: None)
   averager, step, evals_without_gain = _Averager(), start, 0
   last_saved = checkpointer.latest_step()
   pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
@@ -195,7 +200,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
 
   def drain():
     nonlocal loss
-    for pending_step, stats, examples in jax.device_get(pending):
+    for pending_step, stats, examples in multihost.fetch(pending):
       _check_finite(pending_step, stats, last_saved)  # before any save of that state
       averager.add(stats, examples)
       loss = float(stats["cross_ent_per_token"])
@@ -218,10 +223,11 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
       if is_eval:
         metrics = evaluator.evaluate(state.prompt, frozen.params)[0]
         writer.write(step, metrics)
-        progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+        note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
         if best is None or metrics.get(evaluation.SCORE_KEY, -math.inf) > best[1].get(evaluation.SCORE_KEY, -math.inf):
           best, evals_without_gain = (step, metrics), 0
-          prompt_io_save(model_dir, state.prompt)
+          if primary:
+            prompt_io_save(model_dir, state.prompt)
         else:
           evals_without_gain += 1
       if step % checkpoint_period == 0 or step == train_steps or (
@@ -229,15 +235,15 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
         checkpointer.save(step, state, {"position": position + step - start}, metrics)
         last_saved = step
       if early_stopping_patience and evals_without_gain >= early_stopping_patience:
-        progress.write(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")
+        note(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")
         break
   finally:
     progress.close()
     writer.close()
   best_step, best_metrics = best if best else (step, {})
   for line in _summary_lines(best_metrics, evaluator, best_step):
-    print(line)
-  print(f"done: {step} steps; best {evaluation.SCORE_KEY} "
+    say(line)
+  say(f"done: {step} steps; best {evaluation.SCORE_KEY} "
         f"{best_metrics.get(evaluation.SCORE_KEY, float('nan')):.2f} at step {best_step}; outputs in {model_dir}")
   return {"step": step, "best_step": best_step, **best_metrics}
 

@@ -12,8 +12,9 @@ import os
 import tempfile
 from typing import Any, Optional
 
-import jax
 import numpy as np
+
+from prompt_tuning import multihost
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -25,7 +26,7 @@ def _as_prompt(prompt: Any) -> np.ndarray:
   if isinstance(prompt, dict):  # {"prompt": {"prompt": x}} or {"prompt": x}
     prompt = prompt["prompt"]
     prompt = prompt["prompt"] if isinstance(prompt, dict) else prompt
-  value = np.asarray(jax.device_get(prompt), np.float32)
+  value = np.asarray(multihost.fetch(prompt), np.float32)
   if value.ndim not in (2, 3):
     raise ValueError(f"a prompt is [length, d_model] (or [tasks, length, d_model]); got shape {value.shape}")
   return value

@@ -9,6 +9,9 @@ Each save is assembled in a hidden temporary folder and renamed into place, with
 written last, so a run killed at any moment leaves either a whole checkpoint or a leftover that
 restore skips with a warning, falling back to the previous checkpoint. Every save also exports
 the prompt as `MODEL_DIR/prompts/prompt_{step}.npy` (and, on request, a PEFT adapter folder).
+
+In a multi-host job every host calls `save` and `restore` on the same (shared) MODEL_DIR; the
+primary host alone creates, renames and deletes folders, the others waiting at barriers.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from typing import Any, Mapping, Optional
 
 import jax
@@ -27,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from prompt_tuning import multihost
 from prompt_tuning.checkpoints import prompt_io
 
 FORMAT = "prompt_tuning.train_checkpoint/1"
@@ -65,9 +68,11 @@ class TrainCheckpointer:
     self.keep, self.metric, self.mode = keep, keep_best_metric, mode
     self.frozen_checkpoint = frozen_checkpoint
     self.peft_export = dict(peft_export) if peft_export else None
-    os.makedirs(self.model_dir, exist_ok=True)
+    if multihost.is_primary():
+      os.makedirs(self.model_dir, exist_ok=True)
+      self._remove_leftovers()
+    multihost.barrier("checkpointer_init")
     self._checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
-    self._remove_leftovers()
 
   # --------------------------------------------------------------------------- paths
 
@@ -122,29 +127,36 @@ class TrainCheckpointer:
            metrics: Optional[Mapping[str, float]] = None, rng: Optional[jax.Array] = None) -> str:
     """Writes checkpoint `step`; `data_state` must be JSON-serializable (e.g. {"position": n})."""
     step = int(step)
-    tmp = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
+    tmp = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}")
+    if multihost.is_primary():
+      shutil.rmtree(tmp, ignore_errors=True)
+      os.makedirs(tmp)
+    multihost.barrier(f"checkpoint_{step}_start")
     tree = {"train_state": serialization.to_state_dict(state)}
     if rng is not None:
       tree["rng"] = _key_data(rng)
     rng_shape = list(tree["rng"].shape) if rng is not None else None
     self._checkpointer.save(os.path.join(tmp, "state"), args=ocp.args.StandardSave(tree))
     prompt = _prompt_of(state)
-    meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
-            "data_state": dict(data_state or {}), "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-            "rng_shape": rng_shape, "prompt_shape": list(prompt.shape), "time": time.time()}
-    with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
-      json.dump(meta, f, indent=1)
-      f.flush()
-      os.fsync(f.fileno())
     final = self.path(step)
-    if os.path.exists(final):  # re-saving a step (e.g. after a resume): swap the old one out
-      shutil.rmtree(final)
-    os.rename(tmp, final)
-    prompt_io.save_npy(self.prompt_path(step), prompt)
-    if self.peft_export:
-      prompt_io.save_peft(os.path.join(self.model_dir, "prompts", f"peft_{step}"), prompt, **self.peft_export)
-    self._garbage_collect()
+    if multihost.is_primary():
+      meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
+              "data_state": dict(data_state or {}),
+              "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+              "rng_shape": rng_shape, "prompt_shape": list(prompt.shape), "time": time.time()}
+      with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+      if os.path.exists(final):  # re-saving a step (e.g. after a resume): swap the old one out
+        shutil.rmtree(final)
+      os.rename(tmp, final)
+      prompt_io.save_npy(self.prompt_path(step), prompt)
+      if self.peft_export:
+        prompt_io.save_peft(os.path.join(self.model_dir, "prompts", f"peft_{step}"), prompt,
+                            **self.peft_export)
+      self._garbage_collect()
+    multihost.barrier(f"checkpoint_{step}_done")
     return final
 
   def _garbage_collect(self) -> None:
@@ -197,7 +209,7 @@ def _abstract(x: Any) -> Any:
 def _key_data(rng: jax.Array) -> np.ndarray:
   if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
     rng = jax.random.key_data(rng)
-  return np.asarray(jax.device_get(rng), np.uint32)
+  return np.asarray(multihost.fetch(rng), np.uint32)
 
 
 def _prompt_of(state: Any) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from prompt_tuning import decoding
+from prompt_tuning import gin_utils
 from prompt_tuning import inputs as inputs_lib
 from prompt_tuning import model as model_lib
 from prompt_tuning import multihost
@@ -194,7 +195,8 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
              output_dir: str = gin.REQUIRED, split: str = "validation",
              max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
              mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> dict:
-  """Evaluates a prompt file; writes output_dir/metrics.json and per-task predictions."""
+  """Evaluates a prompt file; writes output_dir/metrics.jsonl and per-task predictions."""
+  gin_utils.local_folder(output_dir, "EVAL_OUTPUT_DIR")
   evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
   frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
@@ -220,6 +222,7 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
               max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
               mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> list:
   """Writes predictions (mode 'predict') or target log-likelihoods ('score') as JSONL."""
+  gin_utils.local_folder(output_dir, "INFER_OUTPUT_DIR")
   if mode not in ("predict", "score"):
     raise inputs_lib.UsageError(f"INFER_MODE must be 'predict' or 'score', not {mode!r}")
   evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,

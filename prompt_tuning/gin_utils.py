@@ -33,6 +33,15 @@ class UsageError(Exception):
   """A problem in the user's flags, config or files: reported as one line, without a traceback."""
 
 
+def local_folder(path: str, macro: str) -> str:
+  """`path`, refused in one line when it is a URL: outputs are written with local file
+  operations (atomic renames), which object stores such as gs:// do not offer."""
+  if "://" in str(path):
+    raise UsageError(f"{macro} {path!r} is not a local folder: outputs are written with local file "
+                     "operations; use a local or shared folder (e.g. the bucket mounted with gcsfuse)")
+  return path
+
+
 # ----------------------------------------------------------------------------- configurables
 
 

@@ -147,7 +147,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   """
   from prompt_tuning import evaluation, inputs as inputs_lib
   from prompt_tuning.checkpoints import state as state_lib
-  model_dir = _require(model_dir, "MODEL_DIR", "/tmp/my_run")
+  model_dir = gin_utils.local_folder(_require(model_dir, "MODEL_DIR", "/tmp/my_run"), "MODEL_DIR")
   _require(mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
   if int(train_steps) < 1 or int(batch_size) < 1:
     raise UsageError(f"TRAIN_STEPS ({train_steps}) and BATCH_SIZE ({batch_size}) must be positive")

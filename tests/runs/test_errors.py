@@ -101,3 +101,13 @@ def test_unknown_model_setting(capsys, tmp_path, binding, needle):
   _fails(capsys, train_main.main, TRAIN + [f"--gin.MODEL_DIR={tmp_path}/m", f"--gin.{binding}"],
          needle, "choose one of")
   _untouched(tmp_path / "m")
+
+
+@pytest.mark.parametrize("main, flags, macro", [
+    (train_main.main, TRAIN, "MODEL_DIR"),
+    (eval_main.main, ["--gin_file=runs/quickstart_eval.gin"], "EVAL_OUTPUT_DIR"),
+])
+def test_output_folder_in_a_bucket_is_refused_before_writing(capsys, tmp_path, monkeypatch, main, flags, macro):
+  monkeypatch.chdir(tmp_path)  # a URL taken as a local path would create ./gs:/...
+  _fails(capsys, main, flags + [f"--gin.{macro}=gs://bucket/run"], macro, "not a local folder", "gcsfuse")
+  assert os.listdir(tmp_path) == []

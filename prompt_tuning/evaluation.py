@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from prompt_tuning import decoding
+from prompt_tuning import ensemble
 from prompt_tuning import gin_utils
 from prompt_tuning import inputs as inputs_lib
 from prompt_tuning import model as model_lib
@@ -39,10 +40,11 @@ class TaskData:
   majority: float
 
 
-def decode_tokens(decode_fn: Callable, module, params, tokens, max_length: int, rng) -> jax.Array:
+def decode_tokens(decode_fn: Callable, module, params, tokens, max_length: int, rng,
+                  prompt_ids=None) -> jax.Array:
   """The best output [b, T] of any decoder of `prompt_tuning.decoding` (sampling gets `rng`)."""
   kwargs = {"rng": rng} if "rng" in inspect.signature(decode_fn).parameters else {}
-  out = decode_fn(module, params, tokens, max_length, **kwargs)[0]
+  out = decode_fn(module, params, tokens, max_length, prompt_ids=prompt_ids, **kwargs)[0]
   return out[:, 0] if out.ndim == 3 else out
 
 
@@ -65,6 +67,14 @@ def _placed(batch: dict, frozen) -> dict:
   return {k: multihost.global_array(v, target) for k, v in batch.items()}
 
 
+def _with_every_prompt(batch: dict, copies: int) -> dict:
+  """Each row repeated `copies` times, the copies tagged with prompt ids 0..copies-1."""
+  rows = len(batch["encoder_input_tokens"])
+  out = {k: np.repeat(np.asarray(v), copies, axis=0) for k, v in batch.items()}
+  out["prompt_ids"] = np.tile(np.arange(copies, dtype=np.int32), rows)
+  return out
+
+
 class Evaluator:
   """Holds the eval examples of every task of a mixture and the jitted model functions."""
 
@@ -85,30 +95,40 @@ class Evaluator:
     decode_fn = decode_fn or decoding.greedy
     targets_length = self.lengths["targets"]
     self._loss = jax.jit(functools.partial(train_step.eval_step, module=module))
-    self._decode = jax.jit(lambda params, tokens, rng: decode_tokens(
-        decode_fn, module, params, tokens, targets_length, rng))
+    self._decode = jax.jit(lambda params, tokens, rng, prompt_ids: decode_tokens(
+        decode_fn, module, params, tokens, targets_length, rng, prompt_ids))
     self._score = jax.jit(functools.partial(decoding.score, module))
 
   def _batches(self, data: TaskData):
     return inputs_lib.batched(data.examples, self.lengths, self.batch_size)
 
   def outputs(self, data: TaskData, params) -> tuple[dict, list]:
-    """(loss stats summed over the split, per-example outputs: text or score)."""
+    """(loss stats summed over the split, per-example outputs: text or score).
+
+    With a table of K prompts (`module.num_prompts = K`) every example runs once per prompt, all
+    in the same batch, and its output is the list of the K outputs; no loss is computed then.
+    """
     totals, outputs = {"loss": 0.0, "num_tokens": 0.0, "correct": 0.0}, []
     vocabulary = data.task.output_features["targets"].vocabulary
     prompt, frozen = model_lib.split(params)
+    copies = self.module.num_prompts or 1
     for i, (batch, n) in enumerate(self._batches(data)):
+      if self.module.num_prompts:
+        batch = _with_every_prompt(batch, copies)
+      else:
+        stats = multihost.fetch(self._loss(prompt, frozen, _placed(batch, frozen)))
+        totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
+        totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
+        totals["num_tokens"] += float(stats["num_tokens"])
       batch = _placed(batch, frozen)
-      stats = multihost.fetch(self._loss(prompt, frozen, batch))
-      totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
-      totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
-      totals["num_tokens"] += float(stats["num_tokens"])
       if data.is_ranked:
-        outputs += list(multihost.fetch(self._score(params, batch))[:n])
+        rows = list(multihost.fetch(self._score(params, batch))[:n * copies])
       else:
         rng = jax.random.fold_in(self.rng, i)
-        tokens = multihost.fetch(self._decode(params, batch["encoder_input_tokens"], rng))
-        outputs += [_text(vocabulary, row) for row in tokens[:n]]
+        tokens = multihost.fetch(self._decode(params, batch["encoder_input_tokens"], rng,
+                                              batch.get("prompt_ids")))
+        rows = [_text(vocabulary, row) for row in tokens[:n * copies]]
+      outputs += [rows[j:j + copies] for j in range(0, len(rows), copies)] if self.module.num_prompts else rows
     return totals, outputs
 
   def task_metrics(self, data: TaskData, outputs: list) -> dict:
@@ -147,21 +167,31 @@ class Evaluator:
 # ----------------------------------------------------------------------------- entry points
 
 
-def _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed):
-  """Frozen backbone + prompt from a file, both checked before anything is written."""
-  from prompt_tuning import trainer
-  from prompt_tuning.checkpoints import restore
+def _prompt_files(prompt_file, many: bool) -> list:
+  """PROMPT_FILE as a list of existing files (several only where `many`: an ensemble)."""
   if not prompt_file or prompt_file is gin.REQUIRED:
     raise inputs_lib.UsageError("PROMPT_FILE is not set: add --gin.PROMPT_FILE=/path/prompt.npy")
-  if not os.path.exists(prompt_file):
-    raise inputs_lib.UsageError(f"prompt file {prompt_file!r} does not exist: set PROMPT_FILE to a "
-                                ".npy saved by training (MODEL_DIR/prompt_best.npy) or a PEFT folder")
+  files = [prompt_file] if isinstance(prompt_file, str) else list(prompt_file)
+  if len(files) > 1 and not many:
+    raise inputs_lib.UsageError("PROMPT_FILE lists several prompts: ensembles are evaluated by "
+                                "prompt_tuning.eval; give inference one prompt file")
+  for path in files:
+    if not os.path.exists(path):
+      raise inputs_lib.UsageError(f"prompt file {path!r} does not exist: set PROMPT_FILE to a .npy "
+                                  "saved by training (MODEL_DIR/prompt_best.npy) or a PEFT folder")
+  return files
+
+
+def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed):
+  """Frozen backbone + the prompt of one file (or the table of several), checked before any write."""
+  from prompt_tuning import trainer
+  from prompt_tuning.checkpoints import restore
   frozen = trainer.restore_backbone(model, initial_checkpoint_path, mesh_shape, frozen_dtype, seed)
   try:
-    prompt = restore.restore_prompt(model, frozen.params, path=prompt_file)
+    prompts = [restore.restore_prompt(model, frozen.params, path=path) for path in files]
   except (ValueError, OSError) as err:
     raise inputs_lib.UsageError(" ".join(str(err).split())) from None
-  return frozen, prompt
+  return frozen, prompts[0] if len(prompts) == 1 else ensemble.prompt_table(prompts)
 
 
 def _write_jsonl(path: str, rows) -> None:
@@ -195,15 +225,28 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
              output_dir: str = gin.REQUIRED, split: str = "validation",
              max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
              mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> dict:
-  """Evaluates a prompt file; writes output_dir/metrics.jsonl and per-task predictions."""
+  """Evaluates a prompt file; writes output_dir/metrics.jsonl and per-task predictions.
+
+  A list of prompt files is evaluated as an ensemble (`prompt_tuning.ensemble`): each prompt,
+  their average and best, and the majority vote, in one pass over the data.
+  """
   gin_utils.local_folder(output_dir, "EVAL_OUTPUT_DIR")
-  evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
+  files = _prompt_files(prompt_file, many=True)
+  ensembled = len(files) > 1
+  if ensembled and model.num_prompts:
+    raise inputs_lib.UsageError("PROMPT_FILE lists prompts to ensemble, but the model already holds "
+                                "a prompt table: ensemble with a one-prompt model")
+  evaluator = Evaluator(model.clone(num_prompts=len(files)) if ensembled else model,
+                        mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
-  frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
-  metrics, outputs = evaluator.evaluate(prompt, frozen.params)
+  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed)
+  if ensembled:
+    metrics, outputs = ensemble.evaluate(evaluator, prompt, frozen.params)
+  else:
+    metrics, outputs = evaluator.evaluate(prompt, frozen.params)
   for data in evaluator.tasks:
     rows = ({"inputs": _inputs_text(e), "targets": _jsonable(e.get("targets_pretokenized", b"")),
-             "output": o} for e, o in zip(data.examples, outputs[data.task.name]))
+             **(o if ensembled else {"output": o})} for e, o in zip(data.examples, outputs[data.task.name]))
     _write_jsonl(os.path.join(output_dir, f"{data.task.name}.{split}.predictions.jsonl"), rows)
   _write_jsonl(os.path.join(output_dir, "metrics.jsonl"), [{"prompt_file": prompt_file, **metrics}])
   if multihost.is_primary():
@@ -227,7 +270,8 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
     raise inputs_lib.UsageError(f"INFER_MODE must be 'predict' or 'score', not {mode!r}")
   evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
-  frozen, prompt = _load(model, initial_checkpoint_path, prompt_file, mesh_shape, frozen_dtype, seed)
+  files = _prompt_files(prompt_file, many=False)
+  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed)
   params = model_lib.merge(prompt, frozen.params)
   written = []
   for data in evaluator.tasks:

@@ -55,6 +55,32 @@ def test_eval_and_infer_on_the_trained_prompt(trained, tmp_path):
   assert len(rows) == 3 and all(r["score"] < 0 and r["targets"] in ("positive", "negative") for r in rows)
 
 
+def test_eval_of_several_prompt_files_is_an_ensemble(trained, tmp_path):
+  model_dir, _ = trained
+  files = [f"{model_dir}/prompts/prompt_{s}.npy" for s in (2, 4, 4)]  # prompt 1 and 2 outvote 0
+  result = run_cli("eval", "--gin_file=runs/quickstart_eval.gin", "--gin.PROMPT_LENGTH=4",
+                   "--gin.EVAL_MAX_EXAMPLES=8", f"--gin.PROMPT_FILE={files}",
+                   f"--gin.EVAL_OUTPUT_DIR={tmp_path}/eval")
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads(open(tmp_path / "eval" / "metrics.jsonl").read())
+  trained_evals = {l["step"]: l for l in map(json.loads, open(os.path.join(model_dir, "metrics.jsonl")))
+                   if f"eval/{TASK}/accuracy" in l}
+  # Each prompt of the table scores what the single prompt scored when training evaluated it.
+  for i, step in enumerate((2, 4, 4)):
+    assert metrics[f"prompt_{i}/{TASK}/accuracy"] == pytest.approx(trained_evals[step][f"eval/{TASK}/accuracy"])
+  assert metrics[f"ensemble/{TASK}/accuracy"] == pytest.approx(metrics[f"prompt_1/{TASK}/accuracy"])
+  rows = [json.loads(l) for l in open(tmp_path / "eval" / f"{TASK}.validation.predictions.jsonl")]
+  assert len(rows) == 8 and all(len(r["outputs"]) == 3 and r["output"] == r["outputs"][1] == r["outputs"][2]
+                                for r in rows)
+  # Prompt 0 of the table decodes what its file decodes alone.
+  result = run_cli("eval", "--gin_file=runs/quickstart_eval.gin", "--gin.PROMPT_LENGTH=4",
+                   "--gin.EVAL_MAX_EXAMPLES=8", f"--gin.PROMPT_FILE={files[0]}",
+                   f"--gin.EVAL_OUTPUT_DIR={tmp_path}/alone")
+  assert result.returncode == 0, result.stderr[-3000:]
+  alone = [json.loads(l) for l in open(tmp_path / "alone" / f"{TASK}.validation.predictions.jsonl")]
+  assert [r["outputs"][0] for r in rows] == [r["output"] for r in alone]
+
+
 def test_help_explains_the_flags():
   for module in ("train", "eval", "infer"):
     result = run_cli(module, "--help")

@@ -60,7 +60,7 @@ def class_labels(labels: Sequence[str], vocab_path: Optional[str] = None,
   """Each label's sub-token embeddings averaged into one prompt position; the rest from `fallback`."""
   def init(rng, shape, embedding=None):
     table = np.asarray(_require_embedding(embedding, "class_labels"), np.float32)
-    rows = [table[_encode(vocab_path, text)].mean(axis=0) for text in labels]
+    rows = [table[encode_text(vocab_path, text)].mean(axis=0) for text in labels]
     return _fill_front(rng, shape, embedding, rows, fallback, what="class labels")
   return init
 
@@ -70,7 +70,7 @@ def from_string(text: str, vocab_path: Optional[str] = None,
   """The embeddings of a string's tokens, one per position; the rest from `fallback`."""
   def init(rng, shape, embedding=None):
     table = np.asarray(_require_embedding(embedding, "from_string"), np.float32)
-    rows = list(table[_encode(vocab_path, text)])
+    rows = list(table[encode_text(vocab_path, text)])
     return _fill_front(rng, shape, embedding, rows, fallback, what="string tokens")
   return init
 
@@ -102,13 +102,15 @@ def _require_embedding(embedding, name):
 
 
 @functools.lru_cache(maxsize=4)
-def _processor(vocab_path: Optional[str]):
+def sentencepiece_processor(vocab_path: Optional[str]):
+  """The SentencePiece model at `vocab_path` (None: the T5 vocabulary shipped in assets/)."""
   import sentencepiece as spm
   return spm.SentencePieceProcessor(model_file=vocab_path or default_vocab_path())
 
 
-def _encode(vocab_path: Optional[str], text: str) -> list[int]:
-  ids = _processor(vocab_path).encode(text)
+def encode_text(vocab_path: Optional[str], text: str) -> list[int]:
+  """The token ids of `text` (no EOS); an error if there are none."""
+  ids = sentencepiece_processor(vocab_path).encode(text)
   if not ids:
     raise ValueError(f"{text!r} encodes to no tokens; use a non-empty label string")
   return ids

@@ -155,7 +155,7 @@ def pretrain(steps: int, batch_size: int, log_every: int = 100):
   are never looked up, so they keep their initial values. The full model is then assembled
   (`expand`) and is what gets saved: nothing downstream knows about the compact form.
   """
-  processor = prompts_lib._processor(None)
+  processor = prompts_lib.sentencepiece_processor(None)
   corpus_rng = random.Random(SEED)
   texts = [document(corpus_rng) for _ in range(40000)]
   docs = [processor.encode(t) for t in texts]

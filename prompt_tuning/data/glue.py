@@ -1,6 +1,6 @@
 """GLUE (TFDS `glue/*:1.0.0`, the paper's version): T5 formats and metrics.
 
-Registers `glue_{task}_v100` in the three variants of `registry`, with
+Registers `glue_{task}_v100` in the variants of `registry`, with
 `_rank_classification` twins for the classification tasks. MNLI's
 `validation` is the matched set; both named sets are there too.
 """

@@ -5,7 +5,7 @@ seqio calls them on each decoded prediction and on each `targets_pretokenized`
 string, passing the preprocessed example so targets can carry ids/answers.
 Pure Python: no TensorFlow.
 """
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 INVALID = -1  # Any output outside the label set; never equals a target.
 
@@ -100,6 +100,18 @@ def wsc(output, example=None, is_target=False) -> int:
     return 0
   predicted, expected = set(prediction.split(" ")), set(candidate.split(" "))
   return int(predicted <= expected or expected <= predicted)
+
+
+SENTINEL_0 = "<extra_id_0>"
+
+
+def without_sentinel(postprocess_fn: Optional[Callable]) -> Callable:
+  """`postprocess_fn` applied after removing a leading `<extra_id_0>` from a prediction."""
+  def post(output, example=None, is_target=False):
+    if not is_target and as_text(output).strip().startswith(SENTINEL_0):
+      output = as_text(output).strip()[len(SENTINEL_0):].strip()
+    return postprocess_fn(output, example=example, is_target=is_target) if postprocess_fn else output
+  return post
 
 
 def rank_target(output, example=None, is_target=False):

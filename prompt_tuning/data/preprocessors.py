@@ -162,6 +162,19 @@ def prepend_task_index(dataset: tf.data.Dataset, output_features,
   return prepend(dataset)
 
 
+def prepend_target_sentinel(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
+  """Starts the token ids of `targets` with `<extra_id_0>`, the first id of every span-corruption
+  target in pre-training; `targets_pretokenized` keeps the plain text."""
+  sentinel = output_features["targets"].vocabulary.vocab_size - 1
+
+  @seqio.map_over_dataset
+  def prepend(x):
+    ids = x["targets"]
+    return dict(x, targets=tf.concat([tf.constant([sentinel], ids.dtype), ids], axis=0))
+
+  return prepend(dataset)
+
+
 def expand_for_ranking(dataset: tf.data.Dataset,
                        label_classes: Sequence[str]) -> tf.data.Dataset:
   """One example per candidate label, for rank classification.

@@ -1,13 +1,19 @@
 """Registering tasks: variants, standard pipelines, idempotent adds.
 
-Every benchmark task exists in three variants (names as in the official
-prompt-tuning code):
+Every benchmark task exists in these variants (the first three named as in
+the official prompt-tuning code):
   standard    `{base}`             T5's format, with the task-name prefix;
   taskless    `taskless_{base}`    the paper's format: prefix removed;
   task_index  `task_index_{base}`  taskless, inputs start with sentinel
                                    `<extra_id_{i}>` naming the task (for
-                                   multi-task prompts).
-Classification tasks also get `{name}_rank_classification` (score-based).
+                                   multi-task prompts);
+  sentinel    `taskless_sentinel_{base}`  taskless, targets start with
+                                   `<extra_id_0>` as span-corruption outputs do
+                                   (the paper's "span corruption + sentinel"
+                                   ablation, Figure 3c); predictions are
+                                   scored with the sentinel removed.
+Classification tasks also get `{name}_rank_classification` (score-based), for
+every variant but `sentinel`.
 Re-registering a name replaces it, so importing twice is harmless.
 """
 import functools
@@ -20,9 +26,10 @@ from prompt_tuning.data import postprocessors
 from prompt_tuning.data import preprocessors
 from prompt_tuning.data import rank_classification
 
-STANDARD, TASKLESS, TASK_INDEX = "standard", "taskless", "task_index"
-VARIANTS = (STANDARD, TASKLESS, TASK_INDEX)
-_PREFIXES = {STANDARD: "", TASKLESS: "taskless_", TASK_INDEX: "task_index_"}
+STANDARD, TASKLESS, TASK_INDEX, SENTINEL = "standard", "taskless", "task_index", "sentinel"
+VARIANTS = (STANDARD, TASKLESS, TASK_INDEX, SENTINEL)
+_PREFIXES = {STANDARD: "", TASKLESS: "taskless_", TASK_INDEX: "task_index_",
+             SENTINEL: "taskless_sentinel_"}
 
 
 def version_tag(tfds_version: str) -> str:
@@ -46,6 +53,8 @@ def pipeline(text_preprocessors: Sequence[Callable], variant: str = STANDARD,
   steps.append(seqio.preprocessors.tokenize)
   if variant == TASK_INDEX:
     steps.append(functools.partial(preprocessors.prepend_task_index, index=task_index))
+  if variant == SENTINEL:
+    steps.append(preprocessors.prepend_target_sentinel)
   steps.append(seqio.preprocessors.append_eos_after_trim)
   return steps
 
@@ -66,7 +75,7 @@ def add_variants(base: str, source: seqio.DataSource, text_preprocessors: Sequen
                  postprocess_fn: Callable, metric_fns: Sequence[Callable], task_index: int,
                  rank_labels: Optional[Sequence[str]] = None,
                  rank_grouped: bool = False) -> list:
-  """The three variants of `base` (and their rank-classification twins).
+  """The variants of `base` (and their rank-classification twins).
 
   `rank_labels` turns on ranking over those label strings; the ranked
   metrics wrap `metric_fns` (`rank_grouped` for MultiRC-style targets).
@@ -74,9 +83,10 @@ def add_variants(base: str, source: seqio.DataSource, text_preprocessors: Sequen
   names = []
   for variant in VARIANTS:
     name = variant_name(base, variant)
-    add_task(name, source, text_preprocessors, postprocess_fn, metric_fns, variant, task_index)
+    post = postprocessors.without_sentinel(postprocess_fn) if variant == SENTINEL else postprocess_fn
+    add_task(name, source, text_preprocessors, post, metric_fns, variant, task_index)
     names.append(name)
-    if rank_labels:
+    if rank_labels and variant != SENTINEL:
       ranked = [rank_classification.ranked(m, grouped=rank_grouped) for m in metric_fns]
       add_task(name + rank_classification.SUFFIX, source, text_preprocessors,
                postprocessors.rank_target, ranked, variant, task_index, rank_labels)

@@ -1,6 +1,6 @@
 """SuperGLUE v1.0.2 (TFDS `super_glue/*:1.0.2`): 8 tasks + AX-b, AX-g.
 
-Registers `super_glue_{task}_v102` in the three variants of `registry`
+Registers `super_glue_{task}_v102` in the variants of `registry`
 (plus `_rank_classification` twins for the classification tasks). Formats
 and metrics follow T5; the diagnostics are cast as RTE, as T5 does.
 """

@@ -128,15 +128,16 @@ def test_vocabulary_is_shipped_with_the_package():
 def test_registered_names():
   names = set(prompt_tuning.data.TASK_NAMES)
   for task in ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc", "axb", "axg"):
-    for prefix in ("", "taskless_", "task_index_"):
+    for prefix in ("", "taskless_", "task_index_", "taskless_sentinel_"):
       assert f"{prefix}super_glue_{task}_v102" in names
   for task in ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"):
-    for prefix in ("", "taskless_", "task_index_"):
+    for prefix in ("", "taskless_", "task_index_", "taskless_sentinel_"):
       assert f"{prefix}glue_{task}_v100" in names
   assert "taskless_super_glue_rte_v102_rank_classification" in names
+  assert "taskless_sentinel_super_glue_rte_v102_rank_classification" not in names
   assert {"glue_mrpc_from_qqp_v100", "glue_qqp_from_mrpc_v100", "squad_v110",
           "mrqa_textbook_qa_v100", "squad_to_mrqa_v100"} <= names
-  assert len(names) == len(prompt_tuning.data.TASK_NAMES) == 117
+  assert len(names) == len(prompt_tuning.data.TASK_NAMES) == 136
   assert all(seqio.get_mixture_or_task(n) for n in names)
 
 
@@ -148,4 +149,4 @@ def test_import_is_idempotent_and_downloads_nothing(monkeypatch):
   monkeypatch.setattr(tfds, "load", refuse)
   importlib.reload(prompt_tuning.data)
   importlib.reload(prompt_tuning.data)
-  assert len(prompt_tuning.data.TASK_NAMES) == 117
+  assert len(prompt_tuning.data.TASK_NAMES) == 136

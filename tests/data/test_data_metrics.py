@@ -92,6 +92,17 @@ def test_super_glue_score_needs_every_task():
     metrics.super_glue_score({"boolq": {"accuracy": 90.0}})
 
 
+def test_sentinel_variant_scores_predictions_without_the_sentinel():
+  import seqio
+  import prompt_tuning.data  # noqa: F401  registers the tasks
+  sentinel = seqio.get_mixture_or_task("taskless_sentinel_super_glue_rte_v102").postprocess_fn
+  plain = seqio.get_mixture_or_task("taskless_super_glue_rte_v102").postprocess_fn
+  assert sentinel("<extra_id_0> not_entailment") == 1 and sentinel(b"<extra_id_0>entailment") == 0
+  assert sentinel("entailment") == 0 and sentinel("<extra_id_0>") == -1
+  assert sentinel(b"not_entailment", is_target=True) == 1
+  assert plain("<extra_id_0> entailment") == -1  # only the sentinel variant strips it
+
+
 def test_label_index_postprocessor():
   to_index = postprocessors.label_index(("entailment", "not_entailment"))
   assert [to_index(s) for s in ("entailment", b"not_entailment", "maybe", "")] == [0, 1, -1, -1]

@@ -85,7 +85,7 @@ def test_golden_format_all_variants(task, load_task):
   vocabulary = vocab.default_vocabulary()
   base = super_glue.base_name(task)
   for name, expected in ((base, inputs), ("taskless_" + base, taskless),
-                         ("task_index_" + base, taskless)):
+                         ("task_index_" + base, taskless), ("taskless_sentinel_" + base, taskless)):
     examples = load_task(name, _fake(task), split=_split(task))
     assert [e["inputs_pretokenized"].decode() for e in examples] == [expected] * len(targets)
     assert [e["targets_pretokenized"].decode() for e in examples] == targets
@@ -95,7 +95,8 @@ def test_golden_format_all_variants(task, load_task):
       assert ids[0] == vocab.sentinel_id(index)
       ids = ids[1:]
     assert ids == vocabulary.encode(expected) + [1]  # EOS
-    assert list(examples[0]["targets"]) == vocabulary.encode(targets[0]) + [1]
+    sentinel = [vocab.sentinel_id(0)] if name.startswith("taskless_sentinel_") else []
+    assert list(examples[0]["targets"]) == sentinel + vocabulary.encode(targets[0]) + [1]
 
 
 def test_wsc_trains_on_positive_referents_only(load_task):

@@ -1,6 +1,7 @@
 """The entry points end to end, by subprocess: train -> eval -> infer on the quickstart, tiny."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -79,6 +80,19 @@ def test_eval_of_several_prompt_files_is_an_ensemble(trained, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   alone = [json.loads(l) for l in open(tmp_path / "alone" / f"{TASK}.validation.predictions.jsonl")]
   assert [r["outputs"][0] for r in rows] == [r["output"] for r in alone]
+
+
+def test_summarize_runs_reads_what_training_writes(trained, capsys):
+  model_dir, _ = trained
+  sys.path.insert(0, os.path.join(runs_testlib.REPO, "scripts"))
+  import summarize_runs
+  assert summarize_runs.main([model_dir, "--json"]) == 0
+  (entry,) = json.loads(capsys.readouterr().out)
+  evals = [l for l in map(json.loads, open(os.path.join(model_dir, "metrics.jsonl"))) if "eval/score" in l]
+  best = max(evals, key=lambda l: l["eval/score"])
+  assert (entry["size"], entry["prompt_length"], entry["prompt_init"]) == ("d_model 64", 4, "class_labels")
+  assert entry["metrics"] == {f"{TASK}/accuracy": {"mean": round(best[f"eval/{TASK}/accuracy"], 2),
+                                                   "std": 0.0, "n": 1}}
 
 
 def test_help_explains_the_flags():

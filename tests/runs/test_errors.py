@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning import eval as eval_main
+from prompt_tuning import infer as infer_main
 from prompt_tuning import train as train_main
 from tests.runs import runs_testlib
 from tests.runs.runs_testlib import TINY
@@ -111,3 +112,13 @@ def test_output_folder_in_a_bucket_is_refused_before_writing(capsys, tmp_path, m
   monkeypatch.chdir(tmp_path)  # a URL taken as a local path would create ./gs:/...
   _fails(capsys, main, flags + [f"--gin.{macro}=gs://bucket/run"], macro, "not a local folder", "gcsfuse")
   assert os.listdir(tmp_path) == []
+
+
+def test_several_prompt_files_are_for_eval_not_infer(capsys, tmp_path):
+  files = [str(tmp_path / f"p{i}.npy") for i in range(2)]
+  for f in files:
+    np.save(f, np.zeros((4, 64), np.float32))
+  _fails(capsys, infer_main.main, ["--gin_file=runs/quickstart_infer.gin", "--gin.PROMPT_LENGTH=4",
+                                   f"--gin.PROMPT_FILE={files}", f"--gin.INFER_OUTPUT_DIR={tmp_path}/out"],
+         "PROMPT_FILE lists several prompts", "prompt_tuning.eval")
+  assert not (tmp_path / "out").exists()

@@ -327,7 +327,7 @@ def padding_waste(runner: StepRunner, args) -> dict:
   return out
 
 
-def main(argv=None):
+def flag_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--sizes", default="base", help="comma list of " + ",".join(BENCH_SIZES))
   p.add_argument("--batch", type=int, default=32)
@@ -349,7 +349,11 @@ def main(argv=None):
   p.add_argument("--memory-only", action="store_true",
                  help="no timing: weights and saved activations per size and remat (runs on a CPU)")
   p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None):
+  args = flag_parser().parse_args(argv)
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
   if args.memory_only:

@@ -15,7 +15,9 @@ run() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
 run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
 run 95 python "$peer" --sizes small,base,large,xl $w
-run 165 python -m prompt_tuning.bench --sizes xl,xxl $w --steps 5 --warmup 1  # compiles take most of it
+# XL and XXL in separate processes: a slow compile of one cannot take the other down.
+run 75 python -m prompt_tuning.bench --sizes xl $w --steps 5 --warmup 1
+run 90 python -m prompt_tuning.bench --sizes xxl $w --steps 5 --warmup 1
 run 65 python -m prompt_tuning.bench --sizes base $w --length-dist rte
 run 40 python -m prompt_tuning.bench --sizes base $w --attention cudnn
 run 65 python "$peer" --sizes base $w --compile

@@ -1,5 +1,6 @@
 """The benchmark's FLOP count, and that every speed lever leaves the train step's numerics alone."""
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -86,3 +87,19 @@ def test_rte_batches_hold_the_same_kind_of_examples_in_each_mode():
   assert min(per_step) > 2 * 8  # several examples per packed row, every batch full
   n = sum(per_step)
   assert sum(bench.real_tokens(b, 100) for b in packed) == int(lengths[:n].sum())
+
+
+def test_gpu_script_fits_one_device_call_and_passes_valid_flags():
+  """scripts/bench_gpu.sh must finish inside one 600 s device command, with flags bench accepts."""
+  import shlex
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  lines = open(os.path.join(root, "scripts", "bench_gpu.sh")).read().splitlines()
+  shared = next(l for l in lines if l.startswith('w="')).split('"')[1].split()
+  runs = [shlex.split(l) for l in lines if l.startswith("run ")]
+  assert sum(int(r[1]) for r in runs) <= 580
+  ours = [r[5:] for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
+  assert len(ours) >= 5
+  for args in ours:
+    expanded = [x for a in args for x in (shared if a == "$w" else [a])]
+    parsed = bench.flag_parser().parse_args(expanded)
+    assert parsed.batch == 32 and parsed.inputs_len == 512 and parsed.prompt_len == 100

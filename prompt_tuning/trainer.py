@@ -184,7 +184,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   if primary:
     gin_utils.write_config(model_dir)
   writer = metrics_writer.MetricsWriter(model_dir, enabled=primary)
-  best = _best_so_far(checkpointer)
+  best, evals_without_gain = _early_stopping_state(restored)
   batches = inputs_lib.train_batches(mixture_or_task_name, task_feature_lengths, batch_size, seed,
                                      position=position, length_buckets=length_buckets,
                                      pack_prompt_length=model.prompt_length if pack else None)
@@ -193,7 +193,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
   # ---------------------------------------------------------------- loop
   progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar if primary else False)
   note = progress.write if primary else (lambda *_: None)
-  averager, step, evals_without_gain = _Averager(), start, 0
+  averager, step = _Averager(), start
   last_saved = checkpointer.latest_step()
   pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
   loss = None
@@ -232,7 +232,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, mixture_or_task_name: str
           evals_without_gain += 1
       if step % checkpoint_period == 0 or step == train_steps or (
           early_stopping_patience and evals_without_gain >= early_stopping_patience):
-        checkpointer.save(step, state, {"position": position + step - start}, metrics)
+        data_state = {"position": position + step - start, "evals_without_gain": evals_without_gain,
+                      "best_step": best[0] if best else None, "best_metrics": best[1] if best else {}}
+        checkpointer.save(step, state, data_state, metrics)
         last_saved = step
       if early_stopping_patience and evals_without_gain >= early_stopping_patience:
         note(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")
@@ -253,8 +255,9 @@ def prompt_io_save(model_dir: str, prompt) -> None:
   prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), prompt)
 
 
-def _best_so_far(checkpointer) -> Optional[tuple[int, dict]]:
-  step = checkpointer.best_step()
-  if step is None:
-    return None
-  return step, dict(checkpointer._metadata(step).get("metrics") or {})
+def _early_stopping_state(restored) -> tuple[Optional[tuple[int, dict]], int]:
+  """(best evaluation as (step, metrics), evaluations since it) as the resumed checkpoint saved
+  them, so that a restarted run keeps and stops where the uninterrupted one would."""
+  data = restored.data_state if restored is not None else {}
+  best = (int(data["best_step"]), dict(data["best_metrics"])) if data.get("best_step") is not None else None
+  return best, int(data.get("evals_without_gain", 0))

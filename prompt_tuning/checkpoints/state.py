@@ -113,13 +113,14 @@ class TrainCheckpointer:
     return ranked[0] if ranked else None
 
   def _ranked(self) -> list[int]:
-    """Steps with the metric, best first (ties: the later step first)."""
+    """Steps with the metric, best first (ties: the earlier step first, as early stopping keeps
+    the first evaluation that reached the best value)."""
     scored = []
     for step in self.steps():
       value = (self._metadata(step).get("metrics") or {}).get(self.metric)
       if value is not None:
-        scored.append((float(value) if self.mode == "max" else -float(value), step))
-    return [s for _, s in sorted(scored, reverse=True)]
+        scored.append((-float(value) if self.mode == "max" else float(value), step))
+    return [s for _, s in sorted(scored)]
 
   # --------------------------------------------------------------------------- save
 

@@ -58,6 +58,10 @@ def test_keep_n_and_keep_best(tmp_path):
   for step, loss in [(1, 3.0), (2, 1.0), (3, 2.0)]:
     lowest.save(step, _state(step), metrics={"loss": loss})
   assert lowest.steps() == [2, 3]
+  tied = state_lib.TrainCheckpointer(str(tmp_path / "d"), keep=1, keep_best_metric="acc", mode="max")
+  for step, acc in [(1, 0.5), (2, 0.7), (3, 0.7), (4, 0.1)]:
+    tied.save(step, _state(step), metrics={"acc": acc})
+  assert tied.steps() == [2, 4] and tied.best_step() == 2  # the first to reach the best value
 
 
 def test_torn_checkpoints_are_skipped(tmp_path, caplog):

@@ -95,6 +95,22 @@ def test_resume_continues_exactly(capsys, tmp_path):
   np.testing.assert_array_equal(a, b)
 
 
+def test_resume_keeps_the_early_stopping_state(capsys, tmp_path):
+  """Evaluations without gain and the best evaluation survive a restart: a resumed run stops at
+  the step, and keeps the best, that the uninterrupted run does."""
+  stopping = ["--gin.EVAL_PERIOD=1", "--gin.EARLY_STOPPING_PATIENCE=2", "--gin.TRAIN_STEPS=8"]
+  straight, resumed = tmp_path / "a", tmp_path / "b"
+  assert train_main.main(TRAIN + stopping + [f"--gin.MODEL_DIR={straight}"]) == 0
+  out_straight = capsys.readouterr().out
+  assert train_main.main(TRAIN + stopping + [f"--gin.MODEL_DIR={resumed}", "--gin.TRAIN_STEPS=2"]) == 0
+  capsys.readouterr()
+  assert train_main.main(TRAIN + stopping + [f"--gin.MODEL_DIR={resumed}"]) == 0
+  out_resumed = capsys.readouterr().out
+  done = lambda out: next(l for l in out.splitlines() if l.startswith("done:"))
+  assert done(out_straight) == done(out_resumed).replace(str(resumed), str(straight))
+  np.testing.assert_array_equal(np.load(straight / "prompt_best.npy"), np.load(resumed / "prompt_best.npy"))
+
+
 @pytest.mark.parametrize("binding,needle", [("REMAT=some", "unknown remat 'some'"),
                                             ("ATTENTION=flash", "unknown attention 'flash'"),
                                             ("PROMPT_PLACEMENT=middle", "unknown prompt placement")])

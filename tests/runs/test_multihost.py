@@ -85,7 +85,7 @@ def test_job_resumes_from_its_checkpoint_and_leaves_no_temporary_folders(runs):
   assert sorted(os.listdir(os.path.join(job_dir, "prompts"))) == [f"prompt_{s}.npy" for s in (2, 4, 6)]
   assert [n for n in os.listdir(job_dir) if n.startswith(".tmp")] == []
   meta = json.load(open(os.path.join(job_dir, "checkpoint_6", "metadata.json")))
-  assert meta["step"] == 6 and meta["data_state"] == {"position": 6}
+  assert meta["step"] == 6 and meta["data_state"]["position"] == 6
 
 
 def test_only_the_primary_host_reports(runs):

@@ -87,11 +87,20 @@ def _packed(ds, feature_lengths: Mapping[str, int], batch_size: int, prompt_leng
             position: int) -> Iterator[dict]:
   """Packed batches of `ds`; resuming re-packs the skipped ones (packing is deterministic)."""
   from prompt_tuning import packing
-  examples = ((e["inputs"], e["targets"]) for e in ds.as_numpy_iterator())
-  batches = packing.pack(examples, feature_lengths["inputs"] + prompt_length,
+  batches = packing.pack(_token_pairs(ds), feature_lengths["inputs"] + prompt_length,
                          packing.TARGETS_PER_ROW * feature_lengths["targets"], prompt_length,
                          batch_size, final=False)
   yield from itertools.islice(batches, position, None)
+
+
+def _token_pairs(ds, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(inputs, targets) token ids of each example of `ds`, in order. Read `chunk` examples at a
+  time (padded, the padding then dropped): iterating a tf.data pipeline one example at a time
+  costs more than packing them."""
+  pairs = ds.map(lambda e: {"inputs": e["inputs"], "targets": e["targets"]}).padded_batch(chunk)
+  for batch in pairs.prefetch(2).as_numpy_iterator():
+    for inputs, targets in zip(batch["inputs"], batch["targets"]):
+      yield inputs[inputs > 0], targets[targets > 0]  # id 0 is only ever padding
 
 
 def _pad(rows: list, length: int) -> np.ndarray:

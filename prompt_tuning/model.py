@@ -124,6 +124,9 @@ def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
   attentions = ("xla",) + tuple(t5.FUSED)
   if cfg.attention not in attentions:
     raise ConfigError(f"unknown attention {cfg.attention!r}; choose one of {', '.join(attentions)}")
+  if cfg.attention == "cudnn" and jax.default_backend() != "gpu":
+    raise ConfigError(f"attention 'cudnn' runs on NVIDIA GPUs only, and JAX's backend here is "
+                      f"{jax.default_backend()!r}: choose one of xla, fused")
   remats = ("none",) + tuple(t5.REMAT_POLICIES)
   if cfg.remat not in remats:
     raise ConfigError(f"unknown remat {cfg.remat!r}; choose one of {', '.join(remats)}")

@@ -53,8 +53,8 @@ def test_default_finetune_config_is_the_papers_setup():
 
 
 def test_memory_and_attention_settings_reach_the_model():
-  model = _parse(["models/t5_1_1_xxl_prompt.gin"], REQUIRED + ["REMAT='full'", "ATTENTION='cudnn'"])[0]
-  assert model.cfg.remat == "full" and model.cfg.attention == "cudnn"
+  model = _parse(["models/t5_1_1_xxl_prompt.gin"], REQUIRED + ["REMAT='full'", "ATTENTION='fused'"])[0]
+  assert model.cfg.remat == "full" and model.cfg.attention == "fused"
 
 
 @pytest.mark.parametrize("size", sorted(t5.SIZES))

@@ -1,6 +1,7 @@
 """Bad input ends with one line on stderr, a non-zero exit, and nothing written to MODEL_DIR."""
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -113,7 +114,9 @@ def test_resume_keeps_the_early_stopping_state(capsys, tmp_path):
 
 @pytest.mark.parametrize("binding,needle", [("REMAT=some", "unknown remat 'some'"),
                                             ("ATTENTION=flash", "unknown attention 'flash'"),
-                                            ("PROMPT_PLACEMENT=middle", "unknown prompt placement")])
+                                            ("PROMPT_PLACEMENT=middle", "unknown prompt placement"),
+                                            pytest.param("ATTENTION=cudnn", "NVIDIA GPUs only", marks=pytest.mark.skipif(
+                                                jax.default_backend() == "gpu", reason="cuDNN is there"))])
 def test_unknown_model_setting(capsys, tmp_path, binding, needle):
   _fails(capsys, train_main.main, TRAIN + [f"--gin.MODEL_DIR={tmp_path}/m", f"--gin.{binding}"],
          needle, "choose one of")

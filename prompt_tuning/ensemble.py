@@ -38,7 +38,10 @@ def evaluate(evaluator, table: dict, frozen) -> tuple[dict, dict]:
   params = model_lib.merge(table, frozen)
   metrics, rows, columns = {}, {}, {"average": [], "best": [], "ensemble": []}
   for data in evaluator.tasks:
-    _, outputs = evaluator.outputs(data, params)  # per example: the K prompts' outputs
+    every = [e for e in data.examples for _ in range(k)]  # each example once per prompt
+    flat = evaluator.outputs_with_prompts(params, every, list(range(k)) * len(data.examples),
+                                          data.is_ranked, data.task.output_features["targets"].vocabulary)
+    outputs = [flat[i:i + k] for i in range(0, len(flat), k)]
     name = data.task.name
     alone = [evaluator.task_metrics(data, [o[i] for o in outputs]) for i in range(k)]
     combined = [float(np.mean(o)) if data.is_ranked else vote(o) for o in outputs]

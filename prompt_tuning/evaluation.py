@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -67,14 +67,6 @@ def _placed(batch: dict, frozen) -> dict:
   return {k: multihost.global_array(v, target) for k, v in batch.items()}
 
 
-def _with_every_prompt(batch: dict, copies: int) -> dict:
-  """Each row repeated `copies` times, the copies tagged with prompt ids 0..copies-1."""
-  rows = len(batch["encoder_input_tokens"])
-  out = {k: np.repeat(np.asarray(v), copies, axis=0) for k, v in batch.items()}
-  out["prompt_ids"] = np.tile(np.arange(copies, dtype=np.int32), rows)
-  return out
-
-
 class Evaluator:
   """Holds the eval examples of every task of a mixture and the jitted model functions."""
 
@@ -99,37 +91,45 @@ class Evaluator:
         decode_fn, module, params, tokens, targets_length, rng, prompt_ids))
     self._score = jax.jit(functools.partial(decoding.score, module))
 
-  def _batches(self, data: TaskData):
-    return inputs_lib.batched(data.examples, self.lengths, self.batch_size)
+  def _batches(self, examples: list):
+    return inputs_lib.batched(examples, self.lengths, self.batch_size)
+
+  def _predict(self, params, batch: dict, ranked: bool, vocabulary, index: int) -> list:
+    """Score (ranked) or decoded text of every row of a placed batch."""
+    if ranked:
+      return list(multihost.fetch(self._score(params, batch)))
+    rng = jax.random.fold_in(self.rng, index)
+    tokens = multihost.fetch(self._decode(params, batch["encoder_input_tokens"], rng,
+                                          batch.get("prompt_ids")))
+    return [_text(vocabulary, row) for row in tokens]
 
   def outputs(self, data: TaskData, params) -> tuple[dict, list]:
-    """(loss stats summed over the split, per-example outputs: text or score).
-
-    With a table of K prompts (`module.num_prompts = K`) every example runs once per prompt, all
-    in the same batch, and its output is the list of the K outputs; no loss is computed then.
-    """
+    """(loss stats summed over the split, per-example outputs: text or score) of one prompt."""
     totals, outputs = {"loss": 0.0, "num_tokens": 0.0, "correct": 0.0}, []
     vocabulary = data.task.output_features["targets"].vocabulary
     prompt, frozen = model_lib.split(params)
-    copies = self.module.num_prompts or 1
-    for i, (batch, n) in enumerate(self._batches(data)):
-      if self.module.num_prompts:
-        batch = _with_every_prompt(batch, copies)
-      else:
-        stats = multihost.fetch(self._loss(prompt, frozen, _placed(batch, frozen)))
-        totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
-        totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
-        totals["num_tokens"] += float(stats["num_tokens"])
+    for i, (batch, n) in enumerate(self._batches(data.examples)):
       batch = _placed(batch, frozen)
-      if data.is_ranked:
-        rows = list(multihost.fetch(self._score(params, batch))[:n * copies])
-      else:
-        rng = jax.random.fold_in(self.rng, i)
-        tokens = multihost.fetch(self._decode(params, batch["encoder_input_tokens"], rng,
-                                              batch.get("prompt_ids")))
-        rows = [_text(vocabulary, row) for row in tokens[:n * copies]]
-      outputs += [rows[j:j + copies] for j in range(0, len(rows), copies)] if self.module.num_prompts else rows
+      stats = multihost.fetch(self._loss(prompt, frozen, batch))
+      totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])
+      totals["correct"] += float(stats["accuracy"]) * float(stats["num_tokens"])
+      totals["num_tokens"] += float(stats["num_tokens"])
+      outputs += self._predict(params, batch, data.is_ranked, vocabulary, i)[:n]
     return totals, outputs
+
+  def outputs_with_prompts(self, params, examples: list, prompt_ids: Sequence[int], ranked: bool,
+                           vocabulary) -> list:
+    """Per example its output (text or score) under its own prompt of the model's prompt table:
+    one batch mixes examples of any prompts, so one frozen model serves them all at once."""
+    frozen = model_lib.split(params)[1]
+    ids = np.asarray(prompt_ids, np.int32)
+    outputs = []
+    for i, (batch, n) in enumerate(self._batches(examples)):
+      rows = np.zeros(len(batch["encoder_input_tokens"]), np.int32)  # padding rows: prompt 0
+      rows[:n] = ids[i * self.batch_size:i * self.batch_size + n]
+      batch = _placed({**batch, "prompt_ids": rows}, frozen)
+      outputs += self._predict(params, batch, ranked, vocabulary, i)[:n]
+    return outputs
 
   def task_metrics(self, data: TaskData, outputs: list) -> dict:
     task = data.task
@@ -174,7 +174,8 @@ def _prompt_files(prompt_file, many: bool) -> list:
   files = [prompt_file] if isinstance(prompt_file, str) else list(prompt_file)
   if len(files) > 1 and not many:
     raise inputs_lib.UsageError("PROMPT_FILE lists several prompts: ensembles are evaluated by "
-                                "prompt_tuning.eval; give inference one prompt file")
+                                "prompt_tuning.eval; give inference one prompt file, or a "
+                                "{task: file} dict for the tasks of a mixture")
   for path in files:
     if not os.path.exists(path):
       raise inputs_lib.UsageError(f"prompt file {path!r} does not exist: set PROMPT_FILE to a .npy "
@@ -182,8 +183,17 @@ def _prompt_files(prompt_file, many: bool) -> list:
   return files
 
 
-def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed):
-  """Frozen backbone + the prompt of one file (or the table of several), checked before any write."""
+def _with_table(model, size: int):
+  """`model` with a table of `size` prompts in place of its one prompt (ensembles, per-task prompts)."""
+  if model.num_prompts:
+    raise inputs_lib.UsageError("PROMPT_FILE gives several prompts, but the model already holds a "
+                                "prompt table: use a model with one prompt (num_prompts=0)")
+  return model.clone(num_prompts=size)
+
+
+def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed, table=False):
+  """Frozen backbone + the prompt of one file (or with `table`, the prompt table of the files),
+  checked before anything is written."""
   from prompt_tuning import trainer
   from prompt_tuning.checkpoints import restore
   frozen = trainer.restore_backbone(model, initial_checkpoint_path, mesh_shape, frozen_dtype, seed)
@@ -191,7 +201,7 @@ def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed)
     prompts = [restore.restore_prompt(model, frozen.params, path=path) for path in files]
   except (ValueError, OSError) as err:
     raise inputs_lib.UsageError(" ".join(str(err).split())) from None
-  return frozen, prompts[0] if len(prompts) == 1 else ensemble.prompt_table(prompts)
+  return frozen, ensemble.prompt_table(prompts) if table else prompts[0]
 
 
 def _write_jsonl(path: str, rows) -> None:
@@ -233,13 +243,11 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   gin_utils.local_folder(output_dir, "EVAL_OUTPUT_DIR")
   files = _prompt_files(prompt_file, many=True)
   ensembled = len(files) > 1
-  if ensembled and model.num_prompts:
-    raise inputs_lib.UsageError("PROMPT_FILE lists prompts to ensemble, but the model already holds "
-                                "a prompt table: ensemble with a one-prompt model")
-  evaluator = Evaluator(model.clone(num_prompts=len(files)) if ensembled else model,
+  evaluator = Evaluator(_with_table(model, len(files)) if ensembled else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
-  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed)
+  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed,
+                         table=ensembled)
   if ensembled:
     metrics, outputs = ensemble.evaluate(evaluator, prompt, frozen.params)
   else:
@@ -260,26 +268,40 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
 @gin.configurable(module="prompt_tuning.evaluation")
 def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
               task_feature_lengths: Mapping[str, int] = gin.REQUIRED, batch_size: int = 32,
-              initial_checkpoint_path: Optional[str] = gin.REQUIRED, prompt_file: str = gin.REQUIRED,
+              initial_checkpoint_path: Optional[str] = gin.REQUIRED, prompt_file=gin.REQUIRED,
               output_dir: str = gin.REQUIRED, mode: str = "predict", split: str = "validation",
               max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
               mesh_shape=(-1, 1), frozen_dtype: Optional[str] = "float32", seed: int = 0) -> list:
-  """Writes predictions (mode 'predict') or target log-likelihoods ('score') as JSONL."""
+  """Writes predictions (mode 'predict') or target log-likelihoods ('score') as JSONL.
+
+  `prompt_file` is one file, or a {task: file} dict giving each task of a mixture its own
+  prompt: the prompts then form one table and every batch mixes the tasks' examples, each with
+  its task's prompt (one frozen model serving many tasks at once).
+  """
   gin_utils.local_folder(output_dir, "INFER_OUTPUT_DIR")
   if mode not in ("predict", "score"):
     raise inputs_lib.UsageError(f"INFER_MODE must be 'predict' or 'score', not {mode!r}")
-  evaluator = Evaluator(model, mixture_or_task_name, task_feature_lengths, split, batch_size,
+  per_task = dict(prompt_file) if isinstance(prompt_file, Mapping) else None
+  evaluator = Evaluator(_with_table(model, len(per_task)) if per_task else model,
+                        mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
-  files = _prompt_files(prompt_file, many=False)
-  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed)
+  names = [data.task.name for data in evaluator.tasks]
+  if per_task is not None and sorted(per_task) != sorted(names):
+    raise inputs_lib.UsageError(f"PROMPT_FILE names tasks {sorted(per_task)} but {mixture_or_task_name!r} "
+                                f"has {sorted(names)} on {split!r}: give one prompt file per task")
+  files = _prompt_files([per_task[n] for n in names] if per_task else prompt_file, many=bool(per_task))
+  frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed,
+                         table=bool(per_task))
   params = model_lib.merge(prompt, frozen.params)
-  written = []
   for data in evaluator.tasks:
     data.is_ranked = mode == "score"
-    _, outs = evaluator.outputs(data, params)
-    key = "score" if mode == "score" else "prediction"
+  outputs = _mixed_outputs(evaluator, params) if per_task else {
+      data.task.name: evaluator.outputs(data, params)[1] for data in evaluator.tasks}
+  written = []
+  key = "score" if mode == "score" else "prediction"
+  for data in evaluator.tasks:
     rows = []
-    for e, o in zip(data.examples, outs):
+    for e, o in zip(data.examples, outputs[data.task.name]):
       row = {"inputs": _inputs_text(e), key: o}
       if mode == "score":
         row["targets"] = _jsonable(e.get("targets_pretokenized", b""))
@@ -290,3 +312,17 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
     if multihost.is_primary():
       print(f"wrote {len(rows)} lines to {path}")
   return written
+
+
+def _mixed_outputs(evaluator: Evaluator, params) -> dict:
+  """Every task's outputs from batches that interleave the tasks (task i uses prompt i)."""
+  order = [(t, j) for j in range(max(len(d.examples) for d in evaluator.tasks))
+           for t, d in enumerate(evaluator.tasks) if j < len(d.examples)]
+  examples = [evaluator.tasks[t].examples[j] for t, j in order]
+  vocabulary = evaluator.tasks[0].task.output_features["targets"].vocabulary
+  flat = evaluator.outputs_with_prompts(params, examples, [t for t, _ in order],
+                                        evaluator.tasks[0].is_ranked, vocabulary)
+  outputs = {d.task.name: [None] * len(d.examples) for d in evaluator.tasks}
+  for (t, j), value in zip(order, flat):
+    outputs[evaluator.tasks[t].task.name][j] = value
+  return outputs

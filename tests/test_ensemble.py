@@ -25,12 +25,15 @@ class _Evaluator:
 
   def __init__(self, outputs, targets, ranked=False):
     self.module = types.SimpleNamespace(num_prompts=len(outputs[0]))
-    task = types.SimpleNamespace(name="t")
+    task = types.SimpleNamespace(name="t", output_features={"targets": types.SimpleNamespace(vocabulary=None)})
     self.tasks = [evaluation.TaskData(task, [{"targets": t} for t in targets], ranked, 0.0)]
     self._outputs = outputs
 
-  def outputs(self, data, params):
-    return {}, self._outputs
+  def outputs_with_prompts(self, params, examples, prompt_ids, ranked, vocabulary):
+    k = self.module.num_prompts
+    assert len(examples) == len(prompt_ids) == k * len(self._outputs)
+    assert list(prompt_ids) == list(range(k)) * len(self._outputs)  # every prompt, per example
+    return [x for per_example in self._outputs for x in per_example]
 
   def task_metrics(self, data, predictions):
     if data.is_ranked:  # scores: right when above zero

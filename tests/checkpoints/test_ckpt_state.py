@@ -88,7 +88,7 @@ def test_peft_export_on_save(tmp_path):
   np.testing.assert_array_equal(prompt_io.load_peft(str(tmp_path / "prompts" / "peft_3"), (3, 4)), 0.25)
 
 
-def _driver(backbone, model_dir, out, cache, steps=12):
+def _driver(backbone, model_dir, out, cache, steps=40):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(cache),
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
          "PYTHONPATH": ROOT}
@@ -110,6 +110,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     if line.strip() == "saved 4":
       break
   delay = random.Random().uniform(0.0, 0.3)  # kill somewhere in the following steps or writes
+  # (40 steps: the run needs about 2 s after step 4 here, far more than the largest delay)
   try:
     proc.wait(timeout=delay)
   except subprocess.TimeoutExpired:

@@ -2,8 +2,8 @@
 
 Importing this package registers every task (nothing is downloaded: data
 is read through TFDS when a dataset is first requested). It is the only
-part of `prompt_tuning` that imports TensorFlow. See README.md here for the
-task names, variants, metrics and how to add a task.
+part of `prompt_tuning` that imports TensorFlow. The project README's Tasks
+section lists the task names, variants and metrics, and how to add a task.
 """
 from prompt_tuning.data import features
 from prompt_tuning.data import glue

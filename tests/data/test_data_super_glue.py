@@ -1,4 +1,4 @@
-"""Golden formats: exact SuperGLUE input/target strings in all three variants."""
+"""Golden formats: exact SuperGLUE input/target strings in every variant."""
 import pytest
 import seqio
 

@@ -1,7 +1,7 @@
 """Prompt ensembling (the paper's §6, Table 3): K prompts on one frozen model, majority vote.
 
-The K prompts become one prompt table; every eval example runs once per prompt in the same
-batch (one forward pass serves the whole ensemble). Reported, per task and over all tasks, as
+The K prompts become one prompt table; every eval example runs once per prompt, its copies
+side by side in the same batches, so one pass over the data serves the whole ensemble. Reported, per task and over all tasks, as
 in Table 3: each prompt alone (`prompt_<i>/...`), their `average`, the `best` prompt (the one
 with the highest mean of the task's metrics) and the `ensemble`: the majority vote of the K
 decoded outputs (ties go to the lowest-numbered prompt), or for scored

@@ -204,8 +204,9 @@ def _join_job(args: argparse.Namespace) -> None:
   if args.process_count is not None and not 0 <= args.process_index < args.process_count:
     raise UsageError(f"--process_index {args.process_index} is not in [0, --process_count "
                      f"{args.process_count})")
-  from prompt_tuning import multihost
-  multihost.initialize(*explicit)
+  import jax
+  jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                             num_processes=args.process_count, process_id=args.process_index)
 
 
 def main(argv: Sequence[str], prog: str, description: str, run: Callable[[], object]) -> int:

@@ -8,18 +8,11 @@ each file once. With one process all of this reduces to the single-host behaviou
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-
-
-def initialize(coordinator_address: Optional[str] = None, process_count: Optional[int] = None,
-               process_index: Optional[int] = None) -> None:
-  """Joins the job (`jax.distributed.initialize`); arguments left None are detected (TPU, SLURM)."""
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=process_count,
-                             process_id=process_index)
 
 
 def is_primary() -> bool:

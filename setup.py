@@ -20,6 +20,10 @@ DATA = [  # the data package only
     "tensorflow>=2.16,<2.22",
     "tensorflow-datasets>=4.9,<5",
     "tensorflow-text>=2.16,<2.22",
+    # Imported by TFDS when it prepares a dataset (DatasetBuilder.code_path) but declared by
+    # tensorflow-datasets only for Python < 3.9; without it no real builder can prepare data.
+    "importlib_resources>=5",
+    "six>=1.12",  # imported by the TFDS GLUE builder, which does not declare it
 ]
 TEST = [
     "pytest>=8",

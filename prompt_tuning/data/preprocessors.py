@@ -104,7 +104,9 @@ def _mark_pronoun(text: tf.Tensor, index: tf.Tensor, pronoun: tf.Tensor) -> tf.T
   word = words[index]
   size = tf.strings.length(pronoun)
   starts_with = tf.equal(tf.strings.substr(word, 0, size), pronoun)
-  rest = tf.where(starts_with, tf.strings.substr(word, size, tf.strings.length(word)), "")
+  # Both branches of `where` run: clamp so a word shorter than the span cannot fail.
+  rest_start = tf.minimum(size, tf.strings.length(word))
+  rest = tf.where(starts_with, tf.strings.substr(word, rest_start, tf.strings.length(word)), "")
   marked = tf.strings.join(["*", pronoun, "*", rest])
   words = tf.concat([words[:index], [marked], words[index + 1:]], axis=0)
   return tf.strings.reduce_join(words, separator=" ")

@@ -31,6 +31,13 @@ TEST = [
     "torch==2.13.0",  # CPU build; parity references only
     "transformers>=4.45,<6",
     "peft>=0.13,<1",
+    # What the `t5` package's metric code imports (metrics parity reference). `t5` itself is
+    # installed with `pip install --no-deps t5==0.9.4`: its declared dependencies would install
+    # seqio-nightly and tfds-nightly (a 2023 4.9.2) over the seqio and tensorflow-datasets above.
+    "scikit-learn>=1.3",
+    "sacrebleu>=2",
+    "rouge-score>=0.1.2",
+    "babel>=2.9",
 ]
 
 setuptools.setup(

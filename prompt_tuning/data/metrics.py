@@ -1,11 +1,15 @@
 """Metric functions with seqio's `(targets, predictions)` signature.
 
 Pure Python/NumPy (no TensorFlow), so they can be tested and reused on their
-own. Scores are percentages, as in T5 and the paper. Classification targets
-and predictions are label indices produced by the postprocessors; an output
-outside the label set arrives as -1 and therefore always counts as wrong.
+own. Scores are percentages, as in T5 and the paper, and each function gives
+the value of its T5 counterpart (`t5.evaluation.metrics`, which computes with
+scikit-learn and SciPy; `tests/data/test_data_metrics_t5.py` checks them side
+by side). Classification targets and predictions are label indices produced
+by the postprocessors; an output outside the label set arrives as -1 and
+therefore always counts as wrong.
 """
 import collections
+import math
 import re
 import string
 from typing import Callable, Dict, Mapping, Sequence
@@ -47,18 +51,25 @@ def macro_f1(num_classes: int) -> Callable[..., Metrics]:
   return mean_class_f1
 
 
+def _counts(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+  return np.array([np.sum(values == c) for c in classes], dtype=np.float64)
+
+
 def matthews_corrcoef(targets, predictions) -> Metrics:
-  """Binary Matthews correlation (CoLA, AX-b); invalid outputs count as wrong."""
-  targets, predictions = np.asarray(targets), np.array(predictions)
-  invalid = (predictions != 0) & (predictions != 1)
-  predictions[invalid] = 1 - targets[invalid]
-  tp = float(np.sum((predictions == 1) & (targets == 1)))
-  tn = float(np.sum((predictions == 0) & (targets == 0)))
-  fp = float(np.sum((predictions == 1) & (targets == 0)))
-  fn = float(np.sum((predictions == 0) & (targets == 1)))
-  denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-  mcc = 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
-  return {"matthews_corrcoef": 100.0 * mcc}
+  """Matthews correlation over every value seen (CoLA, AX-b), 0 if undefined.
+
+  The K-class form (Gorodkin 2004), as scikit-learn computes it for T5: an
+  invalid output (-1) is a class of its own, which no target has, rather
+  than the wrong one of the two labels.
+  """
+  targets, predictions = np.asarray(targets), np.asarray(predictions)
+  classes = np.union1d(targets, predictions)
+  actual, predicted = _counts(targets, classes), _counts(predictions, classes)
+  n = float(len(targets))
+  covariance = float(np.sum(targets == predictions)) * n - actual @ predicted
+  variances = (n * n - predicted @ predicted) * (n * n - actual @ actual)
+  mcc = 0.0 if variances == 0 else covariance / np.sqrt(variances)
+  return {"matthews_corrcoef": 100.0 * float(mcc)}
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -72,18 +83,24 @@ def _ranks(values: np.ndarray) -> np.ndarray:
   return ranks
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+  """NaN where either side is constant, as SciPy's `pearsonr` gives (and
+  where there are fewer than 2 values, which `pearsonr` refuses)."""
+  if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+    return math.nan
+  a, b = a - a.mean(), b - b.mean()
+  return float(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1.0, 1.0))
+
+
 def pearson_and_spearman(targets, predictions) -> Metrics:
-  """STS-B's correlations, x100; a NaN correlation (constant input) is 0."""
+  """STS-B's correlations, x100. A constant prediction (e.g. every output
+  unreadable, hence -1) has no correlation: NaN, as in T5."""
   targets = np.asarray(targets, dtype=np.float64)
   predictions = np.asarray(predictions, dtype=np.float64)
-
-  def corr(a, b):
-    if np.std(a) == 0 or np.std(b) == 0:
-      return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-  return {"pearson_corrcoef": 100.0 * corr(targets, predictions),
-          "spearman_corrcoef": 100.0 * corr(_ranks(targets), _ranks(predictions))}
+  if np.isnan(targets).any() or np.isnan(predictions).any():  # An output "nan": NaN, as SciPy.
+    return {"pearson_corrcoef": math.nan, "spearman_corrcoef": math.nan}
+  return {"pearson_corrcoef": 100.0 * _pearson(targets, predictions),
+          "spearman_corrcoef": 100.0 * _pearson(_ranks(targets), _ranks(predictions))}
 
 
 # --- MultiRC: targets/predictions are {"value": label, "group": question}. ---
@@ -145,11 +162,12 @@ def record_em_f1(targets, predictions) -> Metrics:
   """ReCoRD trains one example per answer; score each query once.
 
   Targets are {"value": all answers, "group": (passage, query)}, predictions
-  {"value": text}. The last example seen for a query stands for it.
+  {"value": text}. The first example seen for a query stands for it (T5's
+  `deduplicate_metric`).
   """
   per_query = {}
   for target, prediction in zip(targets, predictions):
-    per_query[target["group"]] = (target["value"], prediction["value"])
+    per_query.setdefault(target["group"], (target["value"], prediction["value"]))
   answers, predicted = zip(*per_query.values()) if per_query else ((), ())
   return squad_em_f1(answers, predicted)
 

@@ -15,12 +15,16 @@ def as_text(value: Any) -> str:
 
 
 def label_index(label_classes: Sequence[str]) -> Callable[..., int]:
-  """Verbalizer string -> class index, or INVALID if not a label."""
+  """Verbalizer string -> class index, or INVALID if not exactly a label.
+
+  As T5's `string_label_to_class_id`: no stripping or case folding, so
+  `" entailment"` or `"Entailment"` is invalid.
+  """
   lookup = {label: i for i, label in enumerate(label_classes)}
 
   def to_index(output, example=None, is_target=False) -> int:
     del example, is_target
-    return lookup.get(as_text(output).strip(), INVALID)
+    return lookup.get(as_text(output), INVALID)
 
   return to_index
 
@@ -35,17 +39,21 @@ def mapped_label_index(label_classes: Sequence[str],
   to_index = label_index(label_classes)
 
   def to_mapped_index(output, example=None, is_target=False) -> int:
-    text = as_text(output).strip()
+    text = as_text(output)
     return to_index(text if is_target else mapping.get(text, text))
 
   return to_mapped_index
 
 
 def multirc(output, example=None, is_target=False):
-  """Label index plus, for targets, the question it belongs to (for EM)."""
+  """Label index plus, for targets, the question it belongs to (for EM).
+
+  The group is the question id alone, as in T5 (TFDS numbers MultiRC's
+  questions through the whole split, so it names one question).
+  """
   result = {"value": label_index(("False", "True"))(output)}
   if is_target:
-    result["group"] = (int(example["idx/paragraph"]), int(example["idx/question"]))
+    result["group"] = int(example["idx/question"])
   return result
 
 
@@ -106,10 +114,13 @@ SENTINEL_0 = "<extra_id_0>"
 
 
 def without_sentinel(postprocess_fn: Optional[Callable]) -> Callable:
-  """`postprocess_fn` applied after removing a leading `<extra_id_0>` from a prediction."""
+  """`postprocess_fn` applied after removing a leading `<extra_id_0>` from a prediction.
+
+  As seqio's `add_task_with_sentinels`: the text after the sentinel is stripped.
+  """
   def post(output, example=None, is_target=False):
-    if not is_target and as_text(output).strip().startswith(SENTINEL_0):
-      output = as_text(output).strip()[len(SENTINEL_0):].strip()
+    if not is_target and as_text(output).startswith(SENTINEL_0):
+      output = as_text(output)[len(SENTINEL_0):].strip()
     return postprocess_fn(output, example=example, is_target=is_target) if postprocess_fn else output
   return post
 
@@ -122,6 +133,6 @@ def rank_target(output, example=None, is_target=False):
                      "evaluate them with score metrics (T5X score_batch)")
   result = {"id": int(example["rank_id"]), "label": int(example["rank_label"]),
             "correct": bool(example["rank_correct"])}
-  if "idx/question" in example:  # MultiRC: EM is grouped per question.
-    result["group"] = (int(example["idx/paragraph"]), int(example["idx/question"]))
+  if "idx/question" in example:  # MultiRC: EM is grouped per question, as in `multirc`.
+    result["group"] = int(example["idx/question"])
   return result

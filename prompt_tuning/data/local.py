@@ -10,10 +10,13 @@
 TSV files need a header row naming the columns; JSONL files hold one object
 per line. Text is used as is (no task prefix). With `label_classes`, targets
 are verbalizers, outputs outside them count as wrong, and
-`{name}_rank_classification` is registered too. Files are checked when the
-task is registered and read only when a dataset is requested.
+`{name}_rank_classification` is registered too. Files are read in full when
+the task is registered, so a missing file or column, an empty file, a line
+without a value (or, with `label_classes`, a target that is not one of them),
+bad UTF-8 or a line that is not JSON fails then, before a run writes anything,
+as one `UsageError` naming the file and line; they are read again when a
+dataset is requested.
 """
-import csv
 import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -26,6 +29,7 @@ from prompt_tuning.data import metrics
 from prompt_tuning.data import postprocessors
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import registry
+from prompt_tuning.gin_utils import UsageError
 
 _FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -33,29 +37,85 @@ _FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 def _file_format(path: str) -> str:
   extension = os.path.splitext(path)[1].lower()
   if extension not in _FORMATS:
-    raise ValueError(f"{path}: unknown file type {extension!r}; use .tsv (with a header "
-                     f"row) or .jsonl")
+    raise UsageError(f"local task file {path} has the unknown type {extension!r}: name it .tsv "
+                     "(tab-separated, with a header row) or .jsonl (one JSON object per line)")
   return _FORMATS[extension]
 
 
-def read_rows(path: str) -> List[Dict[str, str]]:
-  """All rows of a TSV/JSONL file as dicts (TSV keys come from the header)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"local task file not found: {path} (check the `paths` binding)")
-  with open(path, encoding="utf-8", newline="") as f:
-    if _file_format(path) == "tsv":
-      return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [json.loads(line) for line in f if line.strip()]
+def _lines(path: str):
+  """(line number, text) of each non-blank line; bytes that are not UTF-8 are refused."""
+  if not os.path.isfile(path):
+    raise UsageError(f"local task file {path} does not exist: fix the path in "
+                     "prompt_tuning.data.local_task.paths")
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+      except UnicodeDecodeError as err:
+        raise UsageError(f"{path} line {number} is not UTF-8 text (byte {err.start + 1} of the "
+                         "line): save the file as UTF-8") from None
+      if text.strip():
+        yield number, text
 
 
-def _check_columns(path: str, columns: Sequence[str]) -> None:
-  rows = read_rows(path)
+def _tsv_rows(path: str):
+  """The header's column names and the (line number, row) pairs below it."""
+  lines = _lines(path)
+  header = next(lines, None)
+  if header is None:
+    raise UsageError(f"local task file {path} is empty: a TSV file needs a header row naming "
+                     "its columns, then one example per line")
+  columns = header[1].split("\t")
+  rows = []
+  for number, text in lines:
+    fields = text.split("\t")
+    if len(fields) > len(columns):
+      raise UsageError(f"{path} line {number} has {len(fields)} tab-separated fields but the "
+                       f"header names {len(columns)}: remove the extra tabs from its text")
+    rows.append((number, dict(zip(columns, fields))))
+  return columns, rows
+
+
+def _jsonl_rows(path: str):
+  """The first object's keys and the (line number, object) pairs."""
+  rows = []
+  for number, text in _lines(path):
+    try:
+      row = json.loads(text)
+    except json.JSONDecodeError as err:
+      raise UsageError(f"{path} line {number} is not JSON ({err.msg} at column {err.colno}): "
+                       "write one JSON object per line") from None
+    if not isinstance(row, dict):
+      raise UsageError(f"{path} line {number} is a JSON {type(row).__name__}, not an object: "
+                       'write one object per line, e.g. {"inputs": "...", "targets": "..."}')
+    rows.append((number, row))
+  return (list(rows[0][1]) if rows else []), rows
+
+
+def read_examples(path: str, columns: Sequence[str]) -> Dict[str, List[str]]:
+  """Column -> texts of a TSV/JSONL file; each problem is one UsageError naming file and line."""
+  names, rows = _tsv_rows(path) if _file_format(path) == "tsv" else _jsonl_rows(path)
   if not rows:
-    raise ValueError(f"{path} has no rows")
-  missing = [c for c in columns if c not in rows[0]]
-  if missing:
-    raise ValueError(f"{path} has no column {missing[0]!r}; its columns are "
-                     f"{sorted(rows[0])}: set local_task.inputs_column/targets_column")
+    raise UsageError(f"local task file {path} has no examples: add one per line"
+                     + (" below the header row" if names else ""))
+  for column in columns:
+    if column not in names:
+      raise UsageError(f"local task file {path} has no column {column!r} (it has "
+                       f"{', '.join(map(repr, names))}): set local_task.inputs_column / "
+                       "targets_column to its names")
+  for number, row in rows:
+    for column in columns:
+      if row.get(column) is None or not str(row[column]).strip():
+        raise UsageError(f"{path} line {number} has no {column!r} value: fill it in or remove "
+                         "the line")
+  return {column: [str(row[column]) for _, row in rows] for column in columns}
+
+
+def _check_labels(path: str, targets: Sequence[str], label_classes: Sequence[str]) -> None:
+  unknown = [t for t in targets if t not in label_classes]
+  if unknown:
+    raise UsageError(f"local task file {path} has the target {unknown[0]!r}, which is not one "
+                     f"of label_classes {list(label_classes)}: fix the file or label_classes")
 
 
 def _labelled_metrics(label_classes: Sequence[str]) -> Dict[str, object]:
@@ -91,20 +151,21 @@ def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED
   """
   columns = (inputs_column, targets_column)
   for path in paths.values():
-    _check_columns(path, columns)
+    targets = read_examples(path, columns)[targets_column]  # Every problem is reported now.
+    if label_classes:
+      _check_labels(path, targets, label_classes)
   available = _labelled_metrics(label_classes) if label_classes else _text_metrics()
   unknown = [m for m in metric_names if m not in available]
   if unknown:
-    raise ValueError(f"unknown metric {unknown[0]!r} for local task {name!r}; "
-                     f"choose from {sorted(available)}")
+    raise UsageError(f"unknown metric {unknown[0]!r} for local task {name!r}: choose from "
+                     f"{', '.join(sorted(available))}")
 
   def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None) -> tf.data.Dataset:
     del shuffle_files, seed  # One file per split: nothing to shuffle.
-    rows = read_rows(paths[split])
+    texts = read_examples(paths[split], columns)
     return tf.data.Dataset.from_tensor_slices({
-        "inputs": [str(r[inputs_column]) for r in rows],
-        "targets": [str(r[targets_column]) for r in rows],
-        "idx": list(range(len(rows)))})
+        "inputs": texts[inputs_column], "targets": texts[targets_column],
+        "idx": list(range(len(texts[inputs_column])))})
 
   source = seqio.FunctionDataSource(dataset_fn, splits=list(paths))
   postprocess_fn = postprocessors.label_index(label_classes) if label_classes else _text

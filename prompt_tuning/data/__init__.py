@@ -15,6 +15,7 @@ from prompt_tuning.data import super_glue
 from prompt_tuning.data import transfer
 from prompt_tuning.data import vocab
 from prompt_tuning.data.local import local_task
+from prompt_tuning.data.local import rank_classification_twin
 
 # Every task and mixture this package registers, in registration order.
 TASK_NAMES = tuple(super_glue.register() + glue.register() + transfer.register()

@@ -10,7 +10,12 @@
 TSV files need a header row naming the columns; JSONL files hold one object
 per line. Text is used as is (no task prefix). With `label_classes`, targets
 are verbalizers, outputs outside them count as wrong, and
-`{name}_rank_classification` is registered too. Files are read in full when
+`{name}_rank_classification` is registered too; to score the labels instead
+of decoding, from gin alone, use the twin:
+
+  MIXTURE_OR_TASK_NAME = @prompt_tuning.data.rank_classification_twin()
+  prompt_tuning.data.rank_classification_twin.task = @prompt_tuning.data.local_task()
+ Files are read in full when
 the task is registered, so a missing file or column, an empty file, a line
 without a value (or, with `label_classes`, a target that is not one of them),
 bad UTF-8 or a line that is not JSON fails then, before a run writes anything,
@@ -176,3 +181,19 @@ def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED
                       [rank_classification.ranked(m) for m in metric_fns],
                       rank_labels=list(label_classes))
   return name
+
+
+@gin.configurable(module="prompt_tuning.data")
+def rank_classification_twin(task: str = gin.REQUIRED) -> str:
+  """The name of `task`'s `_rank_classification` twin, for MIXTURE_OR_TASK_NAME in gin.
+
+  `task` may be a reference that registers a task and returns its name
+  (`@prompt_tuning.data.local_task()`), so a local task is scored from gin
+  alone, without a module that registers its twin.
+  """
+  twin = task + rank_classification.SUFFIX
+  if twin not in seqio.TaskRegistry.names():
+    raise UsageError(f"task {task!r} has no rank-classification twin {twin!r}: only "
+                     "classification tasks have one (for a local task, set "
+                     "prompt_tuning.data.local_task.label_classes)")
+  return twin

@@ -1,9 +1,11 @@
 """Local TSV/JSONL tasks via gin, feature lengths, vocabulary, registration."""
 import importlib
+import json
 import os
 import pathlib
 
 import gin
+import numpy as np
 import pytest
 import seqio
 import tensorflow_datasets as tfds
@@ -14,6 +16,9 @@ from prompt_tuning.data import glue
 from prompt_tuning.data import local
 from prompt_tuning.data import super_glue
 from prompt_tuning.data import vocab
+from prompt_tuning.gin_utils import UsageError
+from prompt_tuning.quickstart import ASSETS
+from tests.runs import runs_testlib
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
 TRAIN, VALIDATION = TESTDATA / "sentiment_train.tsv", TESTDATA / "sentiment_validation.jsonl"
@@ -138,3 +143,60 @@ def test_import_is_idempotent_and_downloads_nothing(monkeypatch):
   importlib.reload(prompt_tuning.data)
   importlib.reload(prompt_tuning.data)
   assert len(prompt_tuning.data.TASK_NAMES) == 136
+
+
+def test_rank_classification_twin_from_gin():
+  gin.clear_config()
+  gin.parse_config(f"""
+      import prompt_tuning.data
+      data_tests.fake_trainer.mixture_or_task_name = @prompt_tuning.data.rank_classification_twin()
+      prompt_tuning.data.rank_classification_twin.task = @prompt_tuning.data.local_task()
+      prompt_tuning.data.local_task.name = "my_ranked_sentiment"
+      prompt_tuning.data.local_task.paths = {{"validation": "{VALIDATION}"}}
+      prompt_tuning.data.local_task.label_classes = ["negative", "positive"]
+  """)
+  assert fake_trainer() == "my_ranked_sentiment_rank_classification"
+  gin.clear_config()
+  ranked = _load("my_ranked_sentiment_rank_classification", "validation")
+  assert [(e["targets_pretokenized"], bool(e["rank_correct"])) for e in ranked] == [
+      (b"negative", True), (b"positive", False), (b"negative", False), (b"positive", True)]
+  assert seqio.get_mixture_or_task("my_ranked_sentiment_rank_classification").score_metric_fns
+
+
+def test_rank_classification_twin_needs_a_classification_task():
+  local.local_task(name="my_free_text", paths={"validation": str(VALIDATION)})
+  with pytest.raises(UsageError, match="task 'my_free_text' has no rank-classification twin "
+                     "'my_free_text_rank_classification': only classification tasks have one"):
+    local.rank_classification_twin(task="my_free_text")
+  assert local.rank_classification_twin(task="taskless_super_glue_rte_v102") == (
+      "taskless_super_glue_rte_v102_rank_classification")
+
+
+def test_local_rank_classification_eval_from_gin_alone(tmp_path):
+  """`python -m prompt_tuning.eval` scores a local task's labels with only a gin file."""
+  np.save(tmp_path / "prompt.npy", np.random.RandomState(0).uniform(-0.5, 0.5, (4, 64)))
+  (tmp_path / "eval.gin").write_text(f"""
+import prompt_tuning.data
+include 'models/t5_1_1_quickstart_prompt.gin'
+include 'runs/prompt_eval.gin'
+MIXTURE_OR_TASK_NAME = @prompt_tuning.data.rank_classification_twin()
+prompt_tuning.data.rank_classification_twin.task = @prompt_tuning.data.local_task()
+prompt_tuning.data.local_task.name = "my_reviews"
+prompt_tuning.data.local_task.paths = {{"validation": "{os.path.join(ASSETS, 'validation.tsv')}"}}
+prompt_tuning.data.local_task.label_classes = ["positive", "negative"]
+INITIAL_CHECKPOINT_PATH = "{os.path.join(ASSETS, 't5_1_1_tiny_lm')}"
+PROMPT_FILE = "{tmp_path / 'prompt.npy'}"
+PROMPT_LENGTH = 4
+EVAL_OUTPUT_DIR = "{tmp_path / 'eval'}"
+TASK_FEATURE_LENGTHS = {{'inputs': 24, 'targets': 4}}
+EVAL_MAX_EXAMPLES = 6
+""")
+  result = runs_testlib.run_cli("eval", f"--gin_file={tmp_path / 'eval.gin'}")
+  assert result.returncode == 0, result.stderr
+  [metrics_line] = (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()
+  assert "eval/my_reviews_rank_classification/accuracy" in json.loads(metrics_line)
+  rows = [json.loads(line) for line in (
+      tmp_path / "eval" / "my_reviews_rank_classification.validation.predictions.jsonl"
+  ).read_text().splitlines()]
+  assert [r["targets"] for r in rows] == ["positive", "negative"] * 3  # One row per label.
+  assert all(isinstance(r["output"], float) and r["output"] < 0 for r in rows)  # Scores.

@@ -51,7 +51,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["prompt_tuning", "prompt_tuning.*"]) + ["prompt_tuning.configs"],
     package_dir={"prompt_tuning.configs": "configs"},
     package_data={"prompt_tuning": ["assets/*", "assets/**/*", "assets/**/.zarray"],
-                  "prompt_tuning.configs": ["**/*.gin"]},
+                  "prompt_tuning.configs": ["**/*.gin", "sweeps/*.json"]},
     install_requires=CORE + DATA,
     extras_require={"test": TEST},
 )

@@ -89,16 +89,10 @@ class TrainCheckpointer:
         shutil.rmtree(os.path.join(self.model_dir, name), ignore_errors=True)
 
   def _folders(self) -> list[int]:
-    steps = [int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(self.model_dir)) if m]
-    return sorted(steps)
+    return checkpoint_steps(self.model_dir)
 
   def _metadata(self, step: int) -> Optional[dict]:
-    try:
-      with open(os.path.join(self.path(step), METADATA)) as f:
-        meta = json.load(f)
-      return meta if meta.get("format") == FORMAT and meta.get("step") == step else None
-    except (OSError, ValueError):
-      return None
+    return read_metadata(self.model_dir, step)
 
   def steps(self) -> list[int]:
     """Steps of complete checkpoints (those with valid metadata), ascending."""
@@ -199,6 +193,22 @@ class TrainCheckpointer:
         return self.restore(step, abstract_state)
       except Exception as err:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
         logging.warning("skipping %s: it does not restore (%s)", self.path(step), str(err).splitlines()[0])
+    return None
+
+
+def checkpoint_steps(model_dir: str) -> list[int]:
+  """Steps of the checkpoint_<step> folders in model_dir, complete or not, ascending."""
+  return sorted(int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(model_dir)) if m)
+
+
+def read_metadata(model_dir: str, step: int) -> Optional[dict]:
+  """metadata.json of checkpoint `step` if that checkpoint is complete, else None; reads only,
+  so it can look at a run another process is writing (sweep launchers do)."""
+  try:
+    with open(os.path.join(model_dir, f"checkpoint_{step}", METADATA)) as f:
+      meta = json.load(f)
+    return meta if meta.get("format") == FORMAT and meta.get("step") == step else None
+  except (OSError, ValueError):
     return None
 
 

@@ -90,9 +90,11 @@ def test_summarize_runs_reads_what_training_writes(trained, capsys):
   (entry,) = json.loads(capsys.readouterr().out)
   evals = [l for l in map(json.loads, open(os.path.join(model_dir, "metrics.jsonl"))) if "eval/score" in l]
   best = max(evals, key=lambda l: l["eval/score"])
-  assert (entry["size"], entry["prompt_length"], entry["prompt_init"]) == ("d_model 64", 4, "class_labels")
+  settings = entry["settings"]
+  assert (settings["size"], settings["prompt_length"], settings["prompt_init"]) == ("d_model 64", 4, "class_labels")
   assert entry["metrics"] == {f"{TASK}/accuracy": {"mean": round(best[f"eval/{TASK}/accuracy"], 2),
-                                                   "std": 0.0, "n": 1}}
+                                                   "std": None, "n": 1, "best_steps": [best["step"]]}}
+  assert entry["params"] == 4_310_016  # the quickstart checkpoint holds exactly that many values
 
 
 def test_help_explains_the_flags():

@@ -25,6 +25,9 @@ DATA = [  # the data package only
     "importlib_resources>=5",
     "six>=1.12",  # imported by the TFDS GLUE builder, which does not declare it
 ]
+ANALYSIS = [  # summaries and plots (prompt_tuning.analysis)
+    "matplotlib>=3.7",
+]
 TEST = [
     "pytest>=8",
     "pytest-xdist>=3.5",
@@ -52,6 +55,6 @@ setuptools.setup(
     package_dir={"prompt_tuning.configs": "configs"},
     package_data={"prompt_tuning": ["assets/*", "assets/**/*", "assets/**/.zarray"],
                   "prompt_tuning.configs": ["**/*.gin", "sweeps/*.json"]},
-    install_requires=CORE + DATA,
+    install_requires=CORE + DATA + ANALYSIS,
     extras_require={"test": TEST},
 )

@@ -12,9 +12,19 @@ from typing import Optional, Sequence
 import numpy as np
 
 from prompt_tuning import prompts as prompts_lib
+from prompt_tuning.checkpoints import restore
 
+EMBEDDING = "token_embedder/embedding"  # the frozen input embedding, T5X's name
 NUM_PIECES = 32000  # SentencePiece pieces of the T5 vocabulary; then 100 sentinels, then padding rows
 NUM_SENTINELS = 100
+
+
+def input_embedding(checkpoint: str) -> np.ndarray:
+  """The frozen model's input embedding [vocab, d_model] from a T5X or Hugging Face checkpoint."""
+  leaves = restore.open_backbone(checkpoint)
+  if EMBEDDING not in leaves:
+    raise ValueError(f"{checkpoint} has no {EMBEDDING}: pass the frozen T5 checkpoint")
+  return np.asarray(leaves[EMBEDDING].read())
 
 
 def nearest(prompt: np.ndarray, embedding: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,6 @@ import sys
 
 from prompt_tuning import neighbors
 from prompt_tuning.checkpoints import prompt_io
-from prompt_tuning.checkpoints import restore
-
-EMBEDDING = "token_embedder/embedding"
 
 
 def main(argv=None) -> int:
@@ -38,10 +35,8 @@ def main(argv=None) -> int:
     if args.top_k < 1:
       raise ValueError(f"--top_k must be at least 1, not {args.top_k}")
     prompt = prompt_io.load_prompt(args.prompt)
-    leaves = restore.open_backbone(args.checkpoint)
-    if EMBEDDING not in leaves:
-      raise ValueError(f"{args.checkpoint} has no {EMBEDDING}: pass the frozen T5 checkpoint")
-    result = neighbors.report(prompt, leaves[EMBEDDING].read(), args.top_k, args.vocab, labels)
+    result = neighbors.report(prompt, neighbors.input_embedding(args.checkpoint), args.top_k,
+                              args.vocab, labels)
   except (ValueError, OSError) as err:
     print(f"prompt_neighbors: error: {' '.join(str(err).split())}", file=sys.stderr)
     return 2

@@ -70,7 +70,7 @@ def read_config(path: str) -> dict:
           for k, v in values.items()}
 
 
-def _selection(row: dict, select: str) -> Optional[float]:
+def selection(row: dict, select: str) -> Optional[float]:
   if select in row:
     return row[select]
   values = [v for k, v in row.items() if k.startswith(f"eval/{select}/") and v is not None
@@ -82,7 +82,7 @@ def best_evaluation(rows: Sequence[dict], select: str = SCORE) -> Optional[dict]
   """The row with the highest selection value (the earliest of equal ones), or None."""
   best, best_value = None, None
   for row in rows:
-    value = _selection(row, select)
+    value = selection(row, select)
     if value is not None and (best_value is None or value > best_value):
       best, best_value = row, value
   return best

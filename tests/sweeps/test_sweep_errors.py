@@ -78,3 +78,16 @@ def test_a_root_holding_another_sweep_is_refused_unless_resume(capsys, tmp_path)
   (tmp_path / "other" / "notes.txt").write_text("mine")
   code, _, err = run(capsys, *QUICKSTART, "--sweep", "SEED=0", f"--root={tmp_path / 'other'}")
   assert code == 2 and "holds no sweep" in err[0] and os.listdir(tmp_path / "other") == ["notes.txt"]
+
+
+@pytest.mark.parametrize("kind, flags, needle", [
+    ("figure1", [], "has an evaluation yet"), ("figure3", ["--setting=SEED"], "has an evaluation yet"),
+    ("curves", [], "has written metrics yet")])
+def test_plotting_a_sweep_without_evaluations_is_one_line_and_writes_nothing(capsys, tmp_path, kind, flags, needle):
+  root = tmp_path / "root"
+  assert run(capsys, *QUICKSTART, "--sweep", "SEED=0,1", f"--root={root}", "--launcher=print")[0] == 0
+  os.makedirs(root / "SEED=0")  # started, nothing written yet
+  code, out, err = run(capsys, "plot", kind, str(root), *flags)
+  assert code == 2 and out == [] and len(err) == 1, err
+  assert err[0].startswith("prompt_tuning.sweep: error: ") and needle in err[0]
+  assert sorted(os.listdir(root)) == ["SEED=0", "sweep.json"]

@@ -102,7 +102,7 @@ def test_table3_ensemble_reads_the_five_prompts_table3_writes(capsys, tmp_path):
 def test_every_task_of_the_shipped_sweeps_is_registered():
   import seqio
 
-  import prompt_tuning.data
+  import prompt_tuning.data  # noqa: F401  registers the tasks
   names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
   used = {r.bindings["MIXTURE_OR_TASK_NAME"] for name in COUNTS if name != "demo_quickstart"
           for r in _runs(name).values() if r.settings.get("method") != "multitask_model"}

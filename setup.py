@@ -41,6 +41,8 @@ TEST = [
     "sacrebleu>=2",
     "rouge-score>=0.1.2",
     "babel>=2.9",
+    "ruff>=0.6",            # pyflakes rules (ruff.toml)
+    "import-linter>=2.1",   # the architecture contract (.importlinter)
 ]
 
 setuptools.setup(

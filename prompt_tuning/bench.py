@@ -26,13 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import optim
-from prompt_tuning import packing
-from prompt_tuning import partitioning
-from prompt_tuning import prompts
-from prompt_tuning import t5
-from prompt_tuning import train_step as ts
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts
+from prompt_tuning.model import t5
+from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import optim
+from prompt_tuning.training import packing
+from prompt_tuning.training import step as ts
 
 # What each size keeps for backward at batch 32 x 612 tokens on an 80 GB card, from
 # `python -m prompt_tuning.bench --memory-only` (weights + saved activations, README "Performance"):
@@ -76,7 +77,7 @@ def bench_config(size: str, remat: str, dtype: str, attention: str) -> t5.T5Conf
 
 def abstract_params(module: model_lib.PromptT5, frozen_dtype) -> tuple[Any, Any]:
   """Shapes of (prompt, frozen weights), the frozen ones stored as `model.cast_frozen` stores them."""
-  boxed = ts.abstract_params(module)
+  boxed = params_lib.abstract_params(module)
   prompt, frozen = model_lib.split(jax.tree.map(lambda b: b.value, boxed,
                                                 is_leaf=lambda x: hasattr(x, "value")))
   return prompt, jax.eval_shape(lambda f: model_lib.cast_frozen(f, frozen_dtype), frozen)
@@ -212,7 +213,7 @@ class StepRunner:
     self.module = model_lib.build(cfg, prompt_length=prompt_len)
     self.mesh, self.rules = mesh, partitioning.logical_rules()
     self.tx = optim.adafactor()
-    _, self.frozen_sh = ts.shardings(self.module, mesh, self.rules)
+    _, self.frozen_sh = params_lib.shardings(self.module, mesh, self.rules)
     self.frozen = random_frozen(self.module, self.frozen_sh, frozen_dtype)
     prompt = {"prompt": {"prompt": prompts.random_uniform()(jax.random.PRNGKey(1),
                                                             (prompt_len, cfg.emb_dim))}}

@@ -5,7 +5,7 @@
     --gin_file=runs/prompt_infer.gin --gin.MIXTURE_OR_TASK_NAME=... --gin.PROMPT_FILE=... \\
     --gin.INITIAL_CHECKPOINT_PATH=... --gin.INFER_OUTPUT_DIR=...
 
-Calls `prompt_tuning.evaluation.run_infer` with the bindings of the gin files.
+Calls `prompt_tuning.runs.eval_infer.run_infer` with the bindings of the gin files.
 """
 import os
 import sys
@@ -14,9 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:
-  from prompt_tuning import evaluation, gin_utils
-  return gin_utils.main(sys.argv[1:] if argv is None else argv, "prompt_tuning.infer",
-                        __doc__, lambda: evaluation.run_infer())
+  from prompt_tuning.config import cli
+  from prompt_tuning.runs import eval_infer
+  from prompt_tuning.runs import launch
+  return cli.main(argv, "prompt_tuning.infer", __doc__, launch.with_flags(eval_infer.run_infer))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
     --gin.INITIAL_CHECKPOINT_PATH=gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000 \\
     --gin.MODEL_DIR=/tmp/rte
 
-Calls `prompt_tuning.trainer.train` with the bindings of the gin files; the README lists
+Calls `prompt_tuning.runs.train_loop.train` with the bindings of the gin files; the README lists
 the required macros (MIXTURE_OR_TASK_NAME, MODEL_DIR, INITIAL_CHECKPOINT_PATH, ...).
 """
 import os
@@ -19,9 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:
-  from prompt_tuning import gin_utils, trainer
-  return gin_utils.main(sys.argv[1:] if argv is None else argv, "prompt_tuning.train",
-                        __doc__, lambda: trainer.train())
+  from prompt_tuning.config import cli
+  from prompt_tuning.runs import launch
+  from prompt_tuning.runs import train_loop
+  return cli.main(argv, "prompt_tuning.train", __doc__, launch.with_flags(train_loop.train))
 
 
 if __name__ == "__main__":

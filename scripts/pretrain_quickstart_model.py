@@ -36,10 +36,11 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
-from prompt_tuning import model as model_lib  # noqa: E402
-from prompt_tuning import prompts as prompts_lib  # noqa: E402
-from prompt_tuning import t5  # noqa: E402
 from prompt_tuning.checkpoints import t5x  # noqa: E402
+from prompt_tuning.model import prompted as model_lib  # noqa: E402
+from prompt_tuning.model import prompts as prompts_lib  # noqa: E402
+from prompt_tuning.model import t5  # noqa: E402
+from prompt_tuning.training import loss as loss_lib
 
 SEED = 20210418
 CONFIG = dict(vocab_size=32128, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
@@ -176,7 +177,7 @@ def pretrain(steps: int, batch_size: int, log_every: int = 100):
   def step(params, opt_state, batch):
     def loss_fn(p):
       logits = module.apply({"params": p}, **batch) + offset
-      loss, stats = model_lib.cross_entropy_loss(logits, batch["decoder_target_tokens"], z_loss=1e-4)
+      loss, stats = loss_lib.cross_entropy_loss(logits, batch["decoder_target_tokens"], z_loss=1e-4)
       return loss / stats["num_tokens"], stats
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from prompt_tuning import neighbors
+from prompt_tuning.analysis import neighbors
 from prompt_tuning.checkpoints import prompt_io
 
 

@@ -79,8 +79,8 @@ def _config_task(gin_files, bindings, search_paths) -> Optional[str]:
   """Parses the gin config; evaluates its MIXTURE_OR_TASK_NAME (which registers a task bound
   as `@...()`) and returns it, or None when the config leaves it unset or required."""
   import gin  # pylint: disable=g-import-not-at-top
-  from prompt_tuning import gin_utils  # pylint: disable=g-import-not-at-top
-  gin_utils.parse(gin_files, bindings, search_paths)
+  from prompt_tuning.config import gin_config  # pylint: disable=g-import-not-at-top
+  gin_config.parse(gin_files, bindings, search_paths)
   try:
     value = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
   except ValueError:  # Not bound.
@@ -93,7 +93,7 @@ def _config_task(gin_files, bindings, search_paths) -> Optional[str]:
 def register_tasks(args) -> Optional[str]:
   """Registers every task `show` can print; returns the gin config's task, if any."""
   import prompt_tuning.data  # pylint: disable=g-import-not-at-top,unused-import
-  from prompt_tuning import quickstart  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.data import quickstart  # pylint: disable=g-import-not-at-top
   quickstart.task()  # The quickstart's task reads files shipped with the package.
   if not args.gin_file:
     return None
@@ -104,7 +104,7 @@ def register_tasks(args) -> Optional[str]:
 def _run(args) -> None:
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from prompt_tuning.gin_utils import UsageError  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.config.errors import UsageError  # pylint: disable=g-import-not-at-top
   config_task = register_tasks(args)
   names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
   if args.list is not None:
@@ -132,7 +132,7 @@ def _run(args) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = _parse(argv)
-  from prompt_tuning.gin_utils import UsageError  # pylint: disable=g-import-not-at-top
+  from prompt_tuning.config.errors import UsageError  # pylint: disable=g-import-not-at-top
   try:
     _run(args)
   except UsageError as err:

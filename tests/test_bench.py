@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from prompt_tuning import bench
-from prompt_tuning import model as model_lib
-from prompt_tuning import optim
-from prompt_tuning import prompts
-from prompt_tuning import train_step as ts
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts
+from prompt_tuning.training import optim
+from prompt_tuning.training import step as ts
 from tests import tiny
 
 

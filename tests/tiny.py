@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import t5
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import t5
 
 
 def tiny_config(**overrides) -> t5.T5Config:

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import t5
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.model import t5
 
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
                        "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from prompt_tuning import multihost
+from prompt_tuning.model import prompts as prompts_lib
+from prompt_tuning.parallel import multihost
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -139,3 +140,11 @@ def load_prompt(path: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarra
   if os.path.isdir(path):
     return load_peft(path, shape)
   return load_npy(path, shape)
+
+
+def from_npy(path: str) -> prompts_lib.Initializer:
+  """A prompt initializer that reads a saved prompt: a float `.npy` of shape [P, d_model]
+  (never unpickled) or a PEFT adapter folder."""
+  def init(rng, shape, embedding=None):
+    return prompts_lib.from_array(load_prompt(path))(rng, shape, embedding)
+  return init

@@ -15,13 +15,13 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import partitioning
-from prompt_tuning import prompts as prompts_lib
-from prompt_tuning import train_step
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts as prompts_lib
+from prompt_tuning.parallel import partitioning
 
 AssignmentMap = Sequence[tuple[str, Optional[str]]]
 
@@ -35,7 +35,7 @@ def open_backbone(path: str) -> dict[str, t5x.Leaf]:
 
 def expected_frozen(module: model_lib.PromptT5) -> dict[str, jax.ShapeDtypeStruct]:
   """Name -> shape/dtype of every frozen parameter of the module."""
-  params = nn.meta.unbox(train_step.abstract_params(module))
+  params = nn.meta.unbox(params_lib.abstract_params(module))
   return traverse_util.flatten_dict(model_lib.split(params)[1], sep="/")
 
 
@@ -101,7 +101,7 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   leaves = open_backbone(path)
   mapping = resolve(list(expected), list(leaves), assignment_map, fallback_to_scratch)
   check(mapping, leaves, expected, strict)
-  shardings = traverse_util.flatten_dict(train_step.shardings(module, mesh, rules)[1], sep="/")
+  shardings = traverse_util.flatten_dict(params_lib.shardings(module, mesh, rules)[1], sep="/")
   wanted = {n: s for n, s in mapping.items() if s}
   flat = {}
   # Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
@@ -116,7 +116,7 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   scratch = [n for n, s in mapping.items() if s is None]
   if scratch:
     rng = rng if rng is not None else jax.random.PRNGKey(0)
-    fresh = traverse_util.flatten_dict(train_step.init_random_frozen(module, rng, mesh, rules, dtype), sep="/")
+    fresh = traverse_util.flatten_dict(params_lib.init_random_frozen(module, rng, mesh, rules, dtype), sep="/")
     flat.update({n: jax.device_put(fresh[n], jax.devices()[0]) if single else fresh[n] for n in scratch})
   return traverse_util.unflatten_dict(flat, sep="/")
 

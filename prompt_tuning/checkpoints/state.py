@@ -29,8 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from prompt_tuning import multihost
 from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.parallel import multihost
 
 FORMAT = "prompt_tuning.train_checkpoint/1"
 METADATA = "metadata.json"

@@ -275,7 +275,7 @@ def materialize(leaves: Mapping[str, Leaf], shardings: Any = None, dtype: Any = 
   """Nested dict of jax arrays from leaves, each read shard by shard and cast to `dtype`.
 
   With `shardings` (a nested dict of `jax.sharding.Sharding`, e.g. the frozen shardings of
-  `train_step.shardings`) exactly those names are read, each device getting only its slice;
+  `model.params.shardings`) exactly those names are read, each device getting only its slice;
   without, every leaf goes whole to the default device. Floating arrays are cast to `dtype`.
   """
   if shardings is None:

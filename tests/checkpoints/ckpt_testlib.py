@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from prompt_tuning import t5
+from prompt_tuning.model import t5
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "testdata")
 MSGPACK = os.path.join(TESTDATA, "t5_tiny_msgpack.checkpoint_0")
@@ -26,7 +26,8 @@ TENSORSTORE_CFG = t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim
 def save_tiny_hf_t5(folder, seed=0):
   """A random T5 1.1 (gated-GELU, untied) model with a distinct lm_head, saved to `folder`."""
   import torch
-  from transformers import T5Config, T5ForConditionalGeneration
+  from transformers import T5Config
+  from transformers import T5ForConditionalGeneration
   torch.manual_seed(seed)
   config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=3,
                     num_heads=3, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
@@ -61,9 +62,11 @@ def tiny_cfg():
 
 def write_random_backbone(path, cfg, seed=0):
   """A random frozen backbone for `cfg`, saved as a T5X checkpoint (no flax init needed)."""
-  from prompt_tuning import model as model_lib
-  from prompt_tuning.checkpoints import restore, t5x
   from flax import traverse_util
+
+  from prompt_tuning.checkpoints import restore
+  from prompt_tuning.checkpoints import t5x
+  from prompt_tuning.model import prompted as model_lib
   rng = np.random.default_rng(seed)
   expected = restore.expected_frozen(model_lib.build(cfg, prompt_length=1))
   flat = {n: (0.3 * rng.standard_normal(s.shape) + (1.0 if n.endswith("scale") else 0.0)).astype(np.float32)

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import optim
-from prompt_tuning import train_step
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import state as state_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.training import optim
+from prompt_tuning.training import step as train_step
 from tests.checkpoints import ckpt_testlib as lib
 
 CFG = lib.tiny_cfg()

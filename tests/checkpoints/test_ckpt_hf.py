@@ -11,8 +11,8 @@ import torch
 from flax import traverse_util
 from safetensors.numpy import save_file
 
-from prompt_tuning import model as model_lib
 from prompt_tuning.checkpoints import hf
+from prompt_tuning.model import prompted as model_lib
 from tests.checkpoints import ckpt_testlib as lib
 
 

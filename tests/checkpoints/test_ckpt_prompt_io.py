@@ -3,9 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_tuning import model as model_lib
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.model import prompted as model_lib
 from tests.checkpoints import ckpt_testlib as lib
 
 
@@ -44,7 +44,9 @@ def test_peft_round_trip_logits_match(hf_t5, tmp_path):
 
 
 def test_reads_what_peft_writes(hf_t5, tmp_path):
-  from peft import PromptTuningConfig, TaskType, get_peft_model
+  from peft import PromptTuningConfig
+  from peft import TaskType
+  from peft import get_peft_model
   from transformers import T5ForConditionalGeneration
   base = T5ForConditionalGeneration.from_pretrained(hf_t5[0])
   peft_model = get_peft_model(base, PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=3))

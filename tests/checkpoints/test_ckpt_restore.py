@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import prompts as prompts_lib
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts as prompts_lib
 from tests.checkpoints import ckpt_testlib as lib
 
 Q = "encoder/layers_0/attention/query/kernel"

@@ -36,8 +36,9 @@ def test_extract_variable(tmp_path, capsys):
 
 
 def test_extract_prompt_from_training_checkpoint(tmp_path):
-  from prompt_tuning import optim, train_step
   from prompt_tuning.checkpoints import state as state_lib
+  from prompt_tuning.training import optim
+  from prompt_tuning.training import step as train_step
   prompt = {"prompt": {"prompt": jnp.arange(12, dtype=jnp.float32).reshape(3, 4)}}
   state_lib.TrainCheckpointer(str(tmp_path)).save(5, train_step.TrainState.create(prompt, optim.adafactor()))
   out = str(tmp_path / "p.npy")

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prompt_tuning import optim
-from prompt_tuning import train_step
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import state as state_lib
+from prompt_tuning.training import optim
+from prompt_tuning.training import step as train_step
 from tests.checkpoints import ckpt_testlib as lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

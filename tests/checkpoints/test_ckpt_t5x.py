@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from prompt_tuning import model as model_lib
-from prompt_tuning import partitioning
-from prompt_tuning import train_step
 from prompt_tuning.checkpoints import _store
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.parallel import partitioning
 from tests.checkpoints import ckpt_testlib as lib
 
 
@@ -66,7 +66,7 @@ def test_sharded_restore_reads_each_shard_and_casts(mesh_shape, path, cfg):
   module = model_lib.build(cfg, prompt_length=3)
   frozen = restore.restore_frozen(module, path, mesh=mesh, rules=rules, dtype=jnp.bfloat16)
   leaves = t5x.open_checkpoint(path).params()
-  shardings = traverse_util.flatten_dict(train_step.shardings(module, mesh, rules)[1], sep="/")
+  shardings = traverse_util.flatten_dict(params_lib.shardings(module, mesh, rules)[1], sep="/")
   split_somewhere = False
   for name, array in traverse_util.flatten_dict(frozen, sep="/").items():
     # Matrices in the frozen dtype; norm scales and relative-position tables stay float32.

@@ -9,8 +9,6 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import prompt_tuning.data  # pylint: disable=unused-import  (registers tasks)
-
 LENGTHS = {"inputs": 512, "targets": 32}
 
 

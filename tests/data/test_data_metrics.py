@@ -94,6 +94,7 @@ def test_super_glue_score_needs_every_task():
 
 def test_sentinel_variant_scores_predictions_without_the_sentinel():
   import seqio
+
   import prompt_tuning.data  # noqa: F401  registers the tasks
   sentinel = seqio.get_mixture_or_task("taskless_sentinel_super_glue_rte_v102").postprocess_fn
   plain = seqio.get_mixture_or_task("taskless_super_glue_rte_v102").postprocess_fn

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.runs import runs_testlib
-from tests.runs.runs_testlib import TINY, run_cli
+from tests.runs.runs_testlib import TINY
+from tests.runs.runs_testlib import run_cli
 
 TASK = "quickstart_review_sentiment"
 

@@ -4,10 +4,10 @@ import itertools
 import jax
 import numpy as np
 
-from prompt_tuning import inputs
-from prompt_tuning import model as model_lib
-from prompt_tuning import quickstart
-from prompt_tuning import train_step
+from prompt_tuning.data import pipeline as inputs
+from prompt_tuning.data import quickstart
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.training import step as train_step
 from tests import tiny
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from tests.runs import runs_testlib
-from tests.runs.runs_testlib import REPO, TINY, run_cli
+from tests.runs.runs_testlib import REPO
+from tests.runs.runs_testlib import TINY
+from tests.runs.runs_testlib import run_cli
 
 MESH = ["--gin.BATCH_SIZE=4", "--gin.MESH_SHAPE=(2,2)"]
 

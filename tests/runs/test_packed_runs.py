@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from prompt_tuning import inputs
-from prompt_tuning import packing
-from prompt_tuning import quickstart
 from prompt_tuning import train as train_main
+from prompt_tuning.data import pipeline as inputs
+from prompt_tuning.data import quickstart
+from prompt_tuning.training import packing
 from tests.runs import runs_testlib
 from tests.runs.runs_testlib import TINY
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from prompt_tuning import infer as infer_main
-from prompt_tuning import quickstart
 from prompt_tuning.data import local
+from prompt_tuning.data import quickstart
 from prompt_tuning.data import registry
 from tests.runs import runs_testlib
 

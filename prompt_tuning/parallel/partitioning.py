@@ -1,0 +1,90 @@
+"""A (data, model) device mesh and T5X-style logical axis rules.
+
+Every parameter and activation of the model is named with logical axes (`batch`, `embed`,
+`heads`, ...); the rules below map them onto the two mesh axes, as T5X's standard rules do with
+1-D parameter partitioning: the batch is split over `data`, heads/MLP/vocabulary over `model`,
+and the prompt is replicated (it is tiny, and replication lets any host save it as numpy).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+AXES = ("data", "model")
+
+STANDARD_RULES: tuple[tuple[str, Optional[str]], ...] = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("joined_kv", "model"),
+    ("embed", None),
+    ("kv", None),
+    ("length", None),
+    ("relpos_buckets", None),
+    ("prompt", None),
+    ("prompt_embed", None),
+    ("prompt_tasks", None),
+)
+
+
+def create_mesh(shape: Sequence[int] = (-1, 1), devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A (data, model) mesh over all devices (every host's, in a multi-host job).
+
+  `shape` may use -1 for one axis, e.g. (-1, 2) = two-way model parallelism, data over the rest.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  data, model = shape
+  if data == -1 and model == -1:
+    raise ValueError("mesh shape: at most one of (data, model) may be -1")
+  if data == -1:
+    data = len(devices) // max(model, 1)
+  if model == -1:
+    model = len(devices) // max(data, 1)
+  if data * model != len(devices):
+    raise ValueError(f"mesh shape ({data}, {model}) needs {data * model} devices but "
+                     f"{len(devices)} are available: set MESH_SHAPE so the product matches")
+  try:
+    from jax.experimental import mesh_utils
+    grid = mesh_utils.create_device_mesh((data, model), devices=devices)
+  except (ValueError, NotImplementedError, AssertionError):  # unusual topologies: plain order
+    grid = np.asarray(devices).reshape(data, model)
+  return Mesh(grid, AXES)
+
+
+def logical_rules(additional: Sequence[tuple[str, Optional[str]]] = ()) -> tuple:
+  """Standard rules, with `additional` ones taking precedence (first match wins)."""
+  return tuple(additional) + STANDARD_RULES
+
+
+def logical_specs(boxed_tree: Any) -> Any:
+  """Logical PartitionSpecs of a tree of `nn.Partitioned` boxes (as `init` returns them)."""
+  return nn.get_partition_spec(boxed_tree)
+
+
+def mesh_shardings(logical_tree: Any, mesh: Mesh, rules: Sequence) -> Any:
+  """NamedShardings on `mesh` for a tree of logical PartitionSpecs."""
+  return nn.logical_to_mesh_sharding(logical_tree, mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension over `data`, the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+@contextlib.contextmanager
+def activation_context(mesh: Mesh, rules: Sequence):
+  """Makes the model's activation annotations bind to `mesh` under `rules` while tracing."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

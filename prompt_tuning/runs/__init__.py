@@ -1,0 +1,14 @@
+"""Runs: what the entry points call once gin is parsed — train, eval, infer — and what they share.
+
+May import every library layer (data, training, checkpoints, model, parallel, config); only the
+entry points import it.
+  train_loop.py      train(): restore, tune, evaluate, checkpoint, keep the best prompt
+  settings.py        the train loop's setting records (dataset, restore, save, evaluation)
+  eval_infer.py      run_eval() / run_infer(): prompt files on a frozen checkpoint -> JSONL
+  evaluator.py       Evaluator: a task's examples, loss, decoding / scoring and metrics
+  ensemble.py        K prompts as one prompt table, majority vote (the paper's Table 3)
+  backbone.py        the frozen backbone on its mesh, the first prompt, prompt files
+  metrics_writer.py  metrics.jsonl, TensorBoard, the progress bar
+  configurables.py   the library's functions registered with gin
+  launch.py          what the command-line flags ask of the data package before a run
+"""

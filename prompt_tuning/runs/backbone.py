@@ -1,0 +1,69 @@
+"""What every run starts from: the frozen backbone on its mesh, and the prompt's first value.
+
+Training, evaluation and inference all restore the backbone the same way, and all report a bad
+checkpoint or prompt as one line before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional, Sequence
+
+import jax
+
+from prompt_tuning.checkpoints import restore
+from prompt_tuning.config.errors import UsageError
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts as prompts_lib
+from prompt_tuning.parallel import partitioning
+
+
+@dataclasses.dataclass
+class Frozen:
+  """The restored backbone and the layout it lives in."""
+  module: model_lib.PromptT5
+  params: Any
+  mesh: Any
+  rules: Any
+
+
+def restore_backbone(module: model_lib.PromptT5, checkpoint_path: Optional[str],
+                     mesh_shape: Sequence[int] = (-1, 1), dtype: Optional[str] = "float32",
+                     seed: int = 0) -> Frozen:
+  """The frozen weights from a T5X / Hugging Face checkpoint, or random ones when path is None."""
+  try:
+    mesh = partitioning.create_mesh(tuple(mesh_shape))
+  except ValueError as err:
+    raise UsageError(str(err)) from None
+  rules = partitioning.logical_rules()
+  if checkpoint_path is None:
+    print("warning: INITIAL_CHECKPOINT_PATH is None: the frozen model is RANDOM (tests only)")
+    params = params_lib.init_random_frozen(module, jax.random.PRNGKey(seed), mesh, rules, dtype)
+    return Frozen(module, params, mesh, rules)
+  if not os.path.exists(checkpoint_path) and "://" not in checkpoint_path:
+    raise UsageError(f"checkpoint {checkpoint_path!r} does not exist: set INITIAL_CHECKPOINT_PATH to a "
+                     "T5X checkpoint folder (checkpoint_<step>) or a Hugging Face T5 folder")
+  try:
+    params = restore.restore_frozen(module, checkpoint_path, mesh=mesh, rules=rules, dtype=dtype)
+  except (ValueError, FileNotFoundError, OSError) as err:
+    raise UsageError(f"cannot restore {checkpoint_path}: {' '.join(str(err).split())}") from None
+  return Frozen(module, params, mesh, rules)
+
+
+def initial_prompt(frozen: Frozen, prompt_init: Optional[prompts_lib.Initializer], seed: int) -> dict:
+  """The prompt's starting value (checked against the model's prompt shape)."""
+  try:
+    prompt = model_lib.init_prompt(frozen.module, prompt_init or prompts_lib.random_uniform(),
+                                   jax.random.PRNGKey(seed), frozen.params)
+  except (ValueError, FileNotFoundError, OSError) as err:
+    raise UsageError(" ".join(str(err).split())) from None
+  return jax.device_put(prompt, partitioning.replicated(frozen.mesh))
+
+
+def load_prompts(frozen: Frozen, files: Sequence[str]) -> list[dict]:
+  """The prompt subtree of each file, shape-checked against the model."""
+  try:
+    return [restore.restore_prompt(frozen.module, frozen.params, path=path) for path in files]
+  except (ValueError, OSError) as err:
+    raise UsageError(" ".join(str(err).split())) from None

@@ -1,0 +1,215 @@
+"""The prompt-tuning loop: restore the frozen model, tune the prompt, evaluate, keep the best.
+
+`train(...)` is what `python -m prompt_tuning.train` calls with its arguments bound in gin (see
+configs/runs/prompt_finetune.gin and the setting records of `prompt_tuning.runs.settings`).
+Everything the user can get wrong (task, checkpoint, prompt file, shapes, settings) is checked
+before anything is written to MODEL_DIR; then MODEL_DIR gets
+  config.gin        the parsed gin config of this run,
+  metrics.jsonl     one JSON object per line: {"step", "train/loss", "eval/<task>/<metric>", ...},
+  tensorboard/      the same scalars for TensorBoard,
+  checkpoint_<step>/  prompt + optimizer state + data position (resuming continues from the latest),
+  prompts/prompt_<step>.npy  every saved prompt; prompt_best.npy is the early-stopping choice.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Mapping, Optional, Sequence
+
+import gin
+import jax
+
+import prompt_tuning.runs.configurables  # noqa: F401  the library's functions, for gin
+from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import state as state_lib
+from prompt_tuning.config import checks
+from prompt_tuning.config import gin_config
+from prompt_tuning.config.errors import UsageError
+from prompt_tuning.data import pipeline
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts as prompts_lib
+from prompt_tuning.parallel import multihost
+from prompt_tuning.runs import backbone
+from prompt_tuning.runs import evaluator as evaluator_lib
+from prompt_tuning.runs import metrics_writer
+from prompt_tuning.runs.settings import DatasetConfig
+from prompt_tuning.runs.settings import EvaluationConfig
+from prompt_tuning.runs.settings import RestoreCheckpointConfig
+from prompt_tuning.runs.settings import SaveCheckpointConfig
+from prompt_tuning.training import optim
+from prompt_tuning.training import packing
+from prompt_tuning.training import step as train_step
+
+_MAX_PENDING = 10  # steps between host syncs at most (bounds how late a NaN is noticed)
+
+
+class _Averager:
+  """Means of per-step train statistics between two log lines."""
+
+  def __init__(self):
+    self.sums, self.count, self.examples, self.start = {}, 0, 0, time.time()
+
+  def add(self, stats: Mapping[str, float], examples: int) -> None:
+    for k, v in stats.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+    self.count += 1
+    self.examples += examples
+
+  def flush(self) -> dict:
+    seconds = max(time.time() - self.start, 1e-9)
+    out = {f"train/{k}": v / max(self.count, 1) for k, v in self.sums.items() if k != "num_tokens"}
+    out["train/steps_per_second"] = self.count / seconds
+    out["train/examples_per_second"] = self.examples / seconds  # packed rows count each example
+    self.__init__()
+    return out
+
+
+def _check_finite(step: int, stats: Mapping[str, float], last_checkpoint: Optional[int]) -> None:
+  loss = float(stats["loss"])
+  if not math.isfinite(loss):
+    resume = f"checkpoint_{last_checkpoint} is the last good state" if last_checkpoint else "no checkpoint was saved"
+    raise UsageError(f"training stopped: the loss is {loss} at step {step} ({resume}); lower "
+                     "LEARNING_RATE or check the inputs for empty targets")
+
+
+def _summary_lines(metrics: Mapping[str, float], evaluator, step: Optional[int]) -> list[str]:
+  lines = []
+  for data in evaluator.tasks:
+    value = metrics.get(f"eval/{data.task.name}/accuracy")
+    if value is not None:
+      lines.append(f"{data.task.name}: {evaluator.split} accuracy {value:.1f}% "
+                   f"(majority-class baseline {data.majority:.1f}%) at step {step}")
+  return lines
+
+
+@gin.configurable(module="prompt_tuning.runs.train_loop")
+def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = gin.REQUIRED,
+          restore: RestoreCheckpointConfig = gin.REQUIRED, model_dir: str = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED, checkpoint: SaveCheckpointConfig = SaveCheckpointConfig(),
+          evaluation: EvaluationConfig = EvaluationConfig(),
+          prompt_init: Optional[prompts_lib.Initializer] = None, optimizer=None,
+          mesh_shape: Sequence[int] = (-1, 1), seed: int = 0, num_microbatches: int = 1,
+          z_loss: float = 1e-4, log_period: int = 100, progress_bar: Optional[bool] = None) -> dict:
+  """Tunes the prompt for `train_steps` steps (counted from the start of prompt tuning).
+
+  Reads `dataset`, starts from the backbone of `restore`, evaluates and checkpoints as
+  `evaluation` and `checkpoint` say (see `prompt_tuning.runs.settings`), and keeps the prompt of
+  the best evaluation. `seed` sets the prompt's initialization, the data order and dropout.
+  Returns the best evaluation's metrics.
+  """
+  model_dir = checks.local_folder(checks.require(model_dir, "MODEL_DIR", "/tmp/my_run"), "MODEL_DIR")
+  checks.require(dataset.mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
+  batch_size = dataset.batch_size
+  if int(train_steps) < 1 or int(batch_size) < 1:
+    raise UsageError(f"TRAIN_STEPS ({train_steps}) and BATCH_SIZE ({batch_size}) must be positive")
+  if batch_size % num_microbatches:
+    raise UsageError(f"BATCH_SIZE {batch_size} is not divisible by num_microbatches={num_microbatches}")
+  if dataset.pack and (dataset.length_buckets or model.placement != "prefix" or model.num_prompts):
+    raise UsageError("PACK = True needs the prefix placement, one shared prompt and no "
+                     "LENGTH_BUCKETS (packing already removes the padding): unset one of them")
+
+  # ---------------------------------------------------------------- validate and build (no writes)
+  evaluator = evaluator_lib.Evaluator(model, dataset.mixture_or_task_name, dataset.task_feature_lengths,
+                                      evaluation.split, evaluation.batch_size or batch_size,
+                                      evaluation.max_examples, evaluation.decode_fn, seed)
+  frozen = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed)
+  tx = optimizer or optim.adafactor()
+  state = train_step.TrainState.create(backbone.initial_prompt(frozen, prompt_init, seed), tx)
+  state_shardings = train_step.state_shardings(state, frozen.mesh)
+  state = jax.device_put(state, state_shardings)
+  _, frozen_shardings = params_lib.shardings(model, frozen.mesh, frozen.rules)
+  step_fn = train_step.partitioned_train_step(model, tx, frozen.mesh, frozen.rules, frozen_shardings,
+                                              state_shardings, donate=True,
+                                              num_microbatches=num_microbatches, z_loss=z_loss)
+
+  # ---------------------------------------------------------------- MODEL_DIR: resume or start
+  checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
+                                             keep_best_metric=evaluator_lib.SCORE_KEY,
+                                             frozen_checkpoint=restore.path)
+  restored = checkpointer.restore_latest(state)
+  start, position = 0, 0
+  primary = multihost.is_primary()  # the host that writes files and prints
+  say = print if primary else (lambda *_: None)
+  if restored is not None:
+    state, start, position = restored.state, restored.step, int(restored.data_state.get("position", 0))
+    say(f"resuming from {checkpointer.path(start)} (step {start})")
+  if primary:
+    gin_config.write_config(model_dir)
+  writer = metrics_writer.MetricsWriter(model_dir, enabled=primary)
+  best, evals_without_gain = _early_stopping_state(restored)
+  batches = pipeline.train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
+                                   batch_size, seed, position=position,
+                                   length_buckets=dataset.length_buckets,
+                                   pack_prompt_length=model.prompt_length if dataset.pack else None)
+  dropout_rng = jax.random.PRNGKey(seed + 1)
+
+  # ---------------------------------------------------------------- loop
+  progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar if primary else False)
+  note = progress.write if primary else (lambda *_: None)
+  averager, step = _Averager(), start
+  last_saved = checkpointer.latest_step()
+  pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
+  loss = None
+  patience = evaluation.early_stopping_patience
+
+  def drain():
+    nonlocal loss
+    for pending_step, stats, examples in multihost.fetch(pending):
+      _check_finite(pending_step, stats, last_saved)  # before any save of that state
+      averager.add(stats, examples)
+      loss = float(stats["cross_ent_per_token"])
+    pending.clear()
+
+  try:
+    while step < train_steps:
+      batch = next(batches)
+      state, stats = step_fn(state, frozen.params, batch, dropout_rng)
+      step += 1
+      pending.append((step, stats, packing.num_examples(batch)))
+      is_eval = step % evaluation.period == 0 or step == train_steps
+      is_log = step % log_period == 0 or step == train_steps
+      if is_log or is_eval or step % checkpoint.period == 0 or len(pending) >= _MAX_PENDING:
+        drain()
+      progress.update(step, loss)
+      if is_log:
+        writer.write(step, averager.flush())
+      metrics = {}
+      if is_eval:
+        metrics = evaluator.evaluate(state.prompt, frozen.params)[0]
+        writer.write(step, metrics)
+        note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+        score = evaluator_lib.SCORE_KEY
+        if best is None or metrics.get(score, -math.inf) > best[1].get(score, -math.inf):
+          best, evals_without_gain = (step, metrics), 0
+          if primary:
+            prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), state.prompt)
+        else:
+          evals_without_gain += 1
+      stopping = bool(patience) and evals_without_gain >= patience
+      if step % checkpoint.period == 0 or step == train_steps or stopping:
+        data_state = {"position": position + step - start, "evals_without_gain": evals_without_gain,
+                      "best_step": best[0] if best else None, "best_metrics": best[1] if best else {}}
+        checkpointer.save(step, state, data_state, metrics)
+        last_saved = step
+      if stopping:
+        note(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")
+        break
+  finally:
+    progress.close()
+    writer.close()
+  best_step, best_metrics = best if best else (step, {})
+  for line in _summary_lines(best_metrics, evaluator, best_step):
+    say(line)
+  say(f"done: {step} steps; best {evaluator_lib.SCORE_KEY} "
+      f"{best_metrics.get(evaluator_lib.SCORE_KEY, float('nan')):.2f} at step {best_step}; outputs in {model_dir}")
+  return {"step": step, "best_step": best_step, **best_metrics}
+
+
+def _early_stopping_state(restored) -> tuple[Optional[tuple[int, dict]], int]:
+  """(best evaluation as (step, metrics), evaluations since it) as the resumed checkpoint saved
+  them, so that a restarted run keeps and stops where the uninterrupted one would."""
+  data = restored.data_state if restored is not None else {}
+  best = (int(data["best_step"]), dict(data["best_metrics"])) if data.get("best_step") is not None else None
+  return best, int(data.get("evals_without_gain", 0))

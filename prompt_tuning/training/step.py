@@ -1,0 +1,128 @@
+"""The prompt-only train step, and its partitioned (jit over a mesh) form.
+
+The frozen backbone enters the step as an ordinary input, not as a differentiated argument:
+`jax.value_and_grad` is taken with respect to the prompt subtree alone, so no weight gradient is
+ever computed or stored and the optimizer state exists only for the prompt.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.parallel import multihost
+from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import loss as loss_lib
+from prompt_tuning.training.packing import PACKED_FEATURES
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+# Per-example prompt choice (a prompt table), and the layout of packed rows.
+OPTIONAL_FEATURES = ("prompt_ids",) + PACKED_FEATURES
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during prompt tuning (the backbone is held apart, unchanged)."""
+  step: Array  # prompt-tuning steps taken, starting at 0 (not the pretrained checkpoint's step)
+  prompt: Any  # {"prompt": {"prompt": [P, d]}}
+  opt_state: Any
+
+  @classmethod
+  def create(cls, prompt: Any, tx: optax.GradientTransformation) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), prompt=prompt, opt_state=tx.init(prompt))
+
+
+def loss_fn(prompt: Any, frozen: Any, batch: Batch, dropout_rng: Optional[Array], *,
+            module: model_lib.PromptT5, z_loss: float = 1e-4,
+            loss_normalizing_factor: Optional[float] = None):
+  """T5X loss of the prompted model; dropout is on when `dropout_rng` is given."""
+  params = model_lib.merge(prompt, frozen)
+  kwargs = {k: batch[k] for k in MODEL_FEATURES}
+  kwargs.update({k: batch[k] for k in OPTIONAL_FEATURES if k in batch})
+  rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+  logits = module.apply({"params": params}, **kwargs, deterministic=dropout_rng is None, rngs=rngs)
+  return loss_lib.cross_entropy_loss(logits, batch["decoder_target_tokens"],
+                                     batch.get("decoder_loss_weights"), z_loss,
+                                     loss_normalizing_factor)
+
+
+def _grads(prompt, frozen, batch, rng, loss, num_microbatches: int):
+  """Loss stats and prompt gradients, summed over microbatches (gradient accumulation)."""
+  grad_fn = jax.value_and_grad(loss, has_aux=True)
+  if num_microbatches <= 1:
+    (_, stats), grads = grad_fn(prompt, frozen, batch, rng)
+    return stats, grads
+  size = next(iter(batch.values())).shape[0]
+  if size % num_microbatches:
+    raise ValueError(f"batch size {size} is not divisible by num_microbatches={num_microbatches}")
+  micro = jax.tree.map(lambda x: x.reshape((num_microbatches, -1) + x.shape[1:]), batch)
+
+  def body(carry, inputs):
+    i, mb = inputs
+    mb_rng = None if rng is None else jax.random.fold_in(rng, i)
+    (_, stats), grads = grad_fn(prompt, frozen, mb, mb_rng)
+    return jax.tree.map(jnp.add, carry, (stats, grads)), None
+
+  zero_stats = jax.eval_shape(lambda: grad_fn(prompt, frozen, jax.tree.map(lambda x: x[0], micro), rng))
+  init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zero_stats[0][1], zero_stats[1]))
+  (stats, grads), _ = jax.lax.scan(body, init, (jnp.arange(num_microbatches), micro))
+  n = num_microbatches  # per-token means were summed: average them back
+  for key in ("cross_ent_per_token", "accuracy"):
+    stats[key] = stats[key] / n
+  return stats, grads
+
+
+def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Optional[Array], *,
+               module: model_lib.PromptT5, tx: optax.GradientTransformation, z_loss: float = 1e-4,
+               loss_normalizing_factor: Optional[float] = None, num_microbatches: int = 1):
+  """One optimizer step on the prompt. `rng=None` turns dropout off."""
+  loss = functools.partial(loss_fn, module=module, z_loss=z_loss,
+                           loss_normalizing_factor=loss_normalizing_factor)
+  step_rng = None if rng is None else jax.random.fold_in(rng, state.step)
+  stats, grads = _grads(state.prompt, frozen, batch, step_rng, loss, num_microbatches)
+  updates, opt_state = tx.update(grads, state.opt_state, state.prompt)
+  prompt = optax.apply_updates(state.prompt, updates)
+  stats["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+  return state.replace(step=state.step + 1, prompt=prompt, opt_state=opt_state), stats
+
+
+def eval_step(prompt: Any, frozen: Any, batch: Batch, *, module: model_lib.PromptT5,
+              z_loss: float = 1e-4):
+  """Teacher-forced loss statistics without dropout."""
+  return loss_fn(prompt, frozen, batch, None, module=module, z_loss=z_loss)[1]
+
+
+# ----------------------------------------------------------------------------- partitioning
+
+
+def state_shardings(state: TrainState, mesh) -> TrainState:
+  """The train state's shardings: the prompt and its optimizer statistics are replicated."""
+  rep = partitioning.replicated(mesh)
+  return jax.tree.map(lambda _: rep, state)
+
+
+def partitioned_train_step(module: model_lib.PromptT5, tx: optax.GradientTransformation, mesh,
+                           rules, frozen_shardings: Any, state_shardings_: TrainState,
+                           donate: bool = True, **step_kwargs) -> Callable:
+  """`train_step` jitted over `mesh`: batch split over `data`, weights as the rules say."""
+  step = functools.partial(train_step, module=module, tx=tx, **step_kwargs)
+  data = partitioning.batch_sharding(mesh)
+  rep = partitioning.replicated(mesh)
+  jitted = jax.jit(step, in_shardings=(state_shardings_, frozen_shardings, data, rep),
+                   out_shardings=(state_shardings_, rep), donate_argnums=(0,) if donate else ())
+
+  def run(state, frozen, batch, rng):
+    batch = {k: multihost.global_array(v, data) for k, v in batch.items()}  # each host: its rows
+    if rng is not None:
+      rng = multihost.global_array(rng, rep)
+    with partitioning.activation_context(mesh, rules):
+      return jitted(state, frozen, batch, rng)
+  run.jitted = jitted
+  return run

@@ -30,11 +30,11 @@ import gin
 import seqio
 import tensorflow as tf
 
+from prompt_tuning.config.errors import UsageError
 from prompt_tuning.data import metrics
 from prompt_tuning.data import postprocessors
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import registry
-from prompt_tuning.gin_utils import UsageError
 
 _FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
+from prompt_tuning.config.errors import UsageError
 from prompt_tuning.data import local
-from prompt_tuning.gin_utils import UsageError
-from prompt_tuning.quickstart import ASSETS
+from prompt_tuning.data.quickstart import ASSETS
 from tests.runs import runs_testlib
 
 # case -> (file name, content, what the error says)

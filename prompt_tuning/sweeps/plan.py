@@ -22,9 +22,10 @@ from typing import Optional, Sequence
 
 import gin
 
-from prompt_tuning import (
-  gin_utils,  # the one import of gin_utils in prompt_tuning/sweeps/
-)
+from prompt_tuning.config import checks
+from prompt_tuning.config import cli
+from prompt_tuning.config import gin_config
+from prompt_tuning.config.errors import UsageError
 from prompt_tuning.sweeps import expand, spec
 from prompt_tuning.sweeps.spec import SweepError
 
@@ -47,7 +48,7 @@ class Plan:
 def flag_parser(prog: str, description: str) -> argparse.ArgumentParser:
   """The entry points' flags (--gin_file, --gin_search_paths, --tfds_data_dir, multi-host) and
   the sweep's own."""
-  parser = gin_utils.flag_parser(prog, description)
+  parser = cli.flag_parser(prog, description)
   sweep = parser.add_argument_group("sweep")
   sweep.add_argument("--root", help="sweep root: one folder per run and the manifest sweep.json")
   sweep.add_argument("--sweep_file", action="append", default=[], metavar="FILE",
@@ -80,8 +81,8 @@ def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple:
 
 def _parse(run, files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str]) -> None:
   try:
-    gin_utils.parse(files, bindings, search_paths)
-  except gin_utils.UsageError as err:
+    gin_config.parse(files, bindings, search_paths)
+  except UsageError as err:
     raise SweepError(f"run {run.name}: {str(err).splitlines()[0]}") from None
 
 
@@ -200,8 +201,8 @@ def make(args: argparse.Namespace, bindings: Sequence[str]) -> Plan:
   """The checked plan of the sweep the flags describe; writes nothing."""
   if not args.root:
     raise SweepError("no --root given: the sweep needs a folder for its runs, e.g. --root /tmp/sweep")
-  root = os.path.abspath(gin_utils.local_folder(args.root, "--root"))
-  sweep = spec.load(args.sweep_file, gin_utils.find_configs_dir())
+  root = os.path.abspath(checks.local_folder(args.root, "--root"))
+  sweep = spec.load(args.sweep_file, gin_config.find_configs_dir())
   overrides = spec.apply_flags(sweep, args.gin_file, bindings, args.var, args.axes)
   runs = expand.expand(sweep, overrides, root)
   facts = check_gin(sweep, runs, args.gin_search_paths)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from prompt_tuning import gin_utils
+from prompt_tuning.config import gin_config as gin_utils
 from prompt_tuning.sweeps import expand, spec
 from tests.sweeps.sweeps_testlib import manifest, run
 

@@ -47,7 +47,7 @@ def test_local_sweep_end_to_end_skips_finished_and_resumes_interrupted(capsys, t
     config = open(root / name / "config.gin").read()
     assert f"SEED = {name[-1]}" in config and "TRAIN_STEPS = 4" in config
     init = "random_uniform" if "random" in name else "class_labels"
-    assert f"PROMPT_INIT = @prompt_tuning.prompts.{init}()" in config
+    assert f"PROMPT_INIT = @prompt_tuning.model.prompts.{init}()" in config
     assert os.path.isfile(root / "logs" / f"{name}.log")
   code, out, _ = run(capsys, *SWEEP, f"--root={root}")
   assert code == 0 and len(out) == 4 and all("already finished at step 4" in l and "skipped" in l for l in out)

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from prompt_tuning import t5
+from prompt_tuning.model import t5
 from prompt_tuning.sweeps import plan as sweep_plan
 from prompt_tuning.sweeps.spec import SweepError
 

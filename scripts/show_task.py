@@ -92,7 +92,7 @@ def _config_task(gin_files, bindings, search_paths) -> Optional[str]:
 
 def register_tasks(args) -> Optional[str]:
   """Registers every task `show` can print; returns the gin config's task, if any."""
-  import prompt_tuning.data  # pylint: disable=g-import-not-at-top,unused-import
+  import prompt_tuning.data  # noqa: F401  registers the tasks
   from prompt_tuning.data import quickstart  # pylint: disable=g-import-not-at-top
   quickstart.task()  # The quickstart's task reads files shipped with the package.
   if not args.gin_file:

@@ -11,13 +11,13 @@ import seqio
 import tensorflow_datasets as tfds
 
 import prompt_tuning.data
+from prompt_tuning.config.errors import UsageError
 from prompt_tuning.data import features
 from prompt_tuning.data import glue
 from prompt_tuning.data import local
 from prompt_tuning.data import super_glue
 from prompt_tuning.data import vocab
-from prompt_tuning.gin_utils import UsageError
-from prompt_tuning.quickstart import ASSETS
+from prompt_tuning.data.quickstart import ASSETS
 from tests.runs import runs_testlib
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"

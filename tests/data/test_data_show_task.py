@@ -10,7 +10,7 @@ import gin
 import pytest
 import tensorflow_datasets as tfds
 
-from prompt_tuning.quickstart import ASSETS
+from prompt_tuning.data.quickstart import ASSETS
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 _SCRIPT = _REPO / "scripts" / "show_task.py"

@@ -273,7 +273,8 @@ def neighbor_table(prompt: str, checkpoint: str, top_k: int = 5, labels: Sequenc
                    vocab: Optional[str] = None):
   """(figure, CSV rows): each prompt position's nearest pieces and their cosine similarities;
   pieces of the labels in bold."""
-  from prompt_tuning import neighbors, prompts
+  from prompt_tuning.analysis import neighbors
+  from prompt_tuning.model import prompts
   from prompt_tuning.checkpoints import prompt_io
   try:
     report = neighbors.report(prompt_io.load_prompt(prompt), neighbors.input_embedding(checkpoint),

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from prompt_tuning import prompts, t5
+from prompt_tuning.model import prompts, t5
 from prompt_tuning.analysis import plots
 from prompt_tuning.checkpoints import restore
 from tests.sweeps.sweeps_testlib import write_json

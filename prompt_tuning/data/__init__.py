@@ -9,6 +9,7 @@ from prompt_tuning.data import features
 from prompt_tuning.data import glue
 from prompt_tuning.data import local
 from prompt_tuning.data import metrics
+from prompt_tuning.data import multitask
 from prompt_tuning.data import qa
 from prompt_tuning.data import rank_classification
 from prompt_tuning.data import super_glue
@@ -19,4 +20,4 @@ from prompt_tuning.data.local import rank_classification_twin
 
 # Every task and mixture this package registers, in registration order.
 TASK_NAMES = tuple(super_glue.register() + glue.register() + transfer.register()
-                   + qa.register())
+                   + qa.register() + multitask.register())

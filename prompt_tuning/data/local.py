@@ -139,11 +139,6 @@ def _text_metrics() -> Dict[str, object]:
   return {"accuracy": exact_match, "squad_f1": squad_f1}
 
 
-def _text(output, example=None, is_target=False) -> str:
-  del example, is_target
-  return postprocessors.as_text(output)
-
-
 @gin.configurable(module="prompt_tuning.data")
 def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED,
                inputs_column: str = "inputs", targets_column: str = "targets",
@@ -173,7 +168,7 @@ def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED
         "idx": list(range(len(texts[inputs_column])))})
 
   source = seqio.FunctionDataSource(dataset_fn, splits=list(paths))
-  postprocess_fn = postprocessors.label_index(label_classes) if label_classes else _text
+  postprocess_fn = postprocessors.label_index(label_classes) if label_classes else postprocessors.text
   metric_fns = [available[m] for m in metric_names]
   registry.add_task(name, source, [], postprocess_fn, metric_fns)
   if label_classes:

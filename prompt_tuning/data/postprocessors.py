@@ -14,6 +14,12 @@ def as_text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def text(output, example=None, is_target=False) -> str:
+  """The output as text, unchanged: T5's tasks without a postprocessor compare it exactly."""
+  del example, is_target
+  return as_text(output)
+
+
 def label_index(label_classes: Sequence[str]) -> Callable[..., int]:
   """Verbalizer string -> class index, or INVALID if not exactly a label.
 

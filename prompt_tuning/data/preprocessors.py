@@ -120,6 +120,26 @@ def wsc_text(x):
           "targets": x["span1_text"], **_eval_fields(x)}
 
 
+def _regex_literal(text: tf.Tensor) -> tf.Tensor:
+  """`text` with RE2's special characters escaped, to match it literally."""
+  return tf.strings.regex_replace(text, r"([\\.^$|?*+()\[\]{}])", r"\\\1")
+
+
+@seqio.map_over_dataset
+def dpr_text(x):
+  """Definite Pronoun Resolution in WSC's format, as T5's `dpr_v001_simple`.
+
+  `wsc: ` + the sentence with the pronoun marked `*he*` at its first
+  occurrence that follows a space and precedes a space, period or comma
+  (case-sensitive, so a sentence-initial pronoun stays unmarked); the target
+  is the correct candidate's text.
+  """
+  pattern = tf.strings.join([" (", _regex_literal(x["pronoun"]), r")( |\.|,)"])
+  marked = tf.strings.regex_replace(x["sentence"], pattern, r" *\1*\2", replace_global=False)
+  return {"inputs": tf.strings.join(["wsc:", marked], separator=" "),
+          "targets": x["candidates"][x["label"]]}
+
+
 def pad_punctuation(text: tf.Tensor) -> tf.Tensor:
   """T5's SQuAD tokenization: spaces around punctuation, single spaces."""
   text = tf.strings.regex_replace(text, r"([^_\s\p{N}\p{L}\p{M}])", r" \1 ")

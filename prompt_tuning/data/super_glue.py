@@ -3,6 +3,11 @@
 Registers `super_glue_{task}_v102` in the variants of `registry`
 (plus `_rank_classification` twins for the classification tasks). Formats
 and metrics follow T5; the diagnostics are cast as RTE, as T5 does.
+
+Also Definite Pronoun Resolution (TFDS `definite_pronoun_resolution:1.1.0`,
+train and test only) as T5's `dpr_v001_simple`: WSC-style training data that
+T5 and the paper's multi-task model tuning add to SuperGLUE. Its variants
+take WSC's task index; accuracy is an exact match of the referent's text.
 """
 import dataclasses
 import functools
@@ -72,6 +77,10 @@ SPECS = (
 )
 
 
+DPR = "dpr_v001_simple"  # T5's name.
+DPR_TFDS_NAME = "definite_pronoun_resolution:1.1.0"
+
+
 def base_name(task: str) -> str:
   return f"super_glue_{task}_{registry.version_tag(TFDS_VERSION)}"
 
@@ -87,4 +96,7 @@ def register() -> list:
         base_name(spec.name), source, [spec.text], spec.postprocess, spec.metric_fns,
         TASK_INDEX[spec.task_index_of or spec.name], rank_labels=spec.labels,
         rank_grouped=spec.name == "multirc")
+  names += registry.add_variants(
+      DPR, seqio.TfdsDataSource(tfds_name=DPR_TFDS_NAME, splits=["train", "test"]),
+      [preprocessors.dpr_text], postprocessors.text, [metrics.accuracy], TASK_INDEX["wsc"])
   return names

@@ -129,8 +129,10 @@ def test_registered_names():
   assert "taskless_super_glue_rte_v102_rank_classification" in names
   assert "taskless_sentinel_super_glue_rte_v102_rank_classification" not in names
   assert {"glue_mrpc_from_qqp_v100", "glue_qqp_from_mrpc_v100", "squad_v110",
-          "mrqa_textbook_qa_v100", "squad_to_mrqa_v100"} <= names
-  assert len(names) == len(prompt_tuning.data.TASK_NAMES) == 136
+          "mrqa_textbook_qa_v100", "squad_to_mrqa_v100", "super_glue_v102_proportional"} <= names
+  for prefix in ("", "taskless_", "task_index_", "taskless_sentinel_"):
+    assert f"{prefix}dpr_v001_simple" in names
+  assert len(names) == len(prompt_tuning.data.TASK_NAMES) == 141
   assert all(seqio.get_mixture_or_task(n) for n in names)
 
 
@@ -142,7 +144,7 @@ def test_import_is_idempotent_and_downloads_nothing(monkeypatch):
   monkeypatch.setattr(tfds, "load", refuse)
   importlib.reload(prompt_tuning.data)
   importlib.reload(prompt_tuning.data)
-  assert len(prompt_tuning.data.TASK_NAMES) == 136
+  assert len(prompt_tuning.data.TASK_NAMES) == 141
 
 
 def test_rank_classification_twin_from_gin():

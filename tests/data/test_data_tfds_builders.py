@@ -2,8 +2,8 @@
 
 Mocked TFDS data never reaches a builder's own code, so two checks use the real builders:
 every registered source's builder is constructed and its declared features are fed through
-the task's preprocessors; and one dataset is really downloaded and prepared, from a small
-archive served in place of the URL, then read through the registered tasks.
+the task's preprocessors; and two datasets are really downloaded and prepared, from small
+files served in place of their URLs, then read through the registered tasks.
 """
 import contextlib
 import io
@@ -62,6 +62,7 @@ SOURCES = {
     **{f"mrqa/{config}:1.0.0": ("validation", "question: question context: context", "answers")
        for config in ("textbook_qa", "bio_asq", "race", "relation_extraction", "duo_rc",
                       "drop")},
+    "definite_pronoun_resolution:1.1.0": ("test", "wsc: sentence", "candidates"),
 }
 
 
@@ -108,7 +109,7 @@ def test_real_builder_declares_what_the_task_reads(tfds_name, tmp_path):
   assert example["targets_pretokenized"].decode() == targets
 
 
-# --- A real download_and_prepare of SuperGLUE RTE, served from a local archive. ---
+# --- Real download_and_prepare runs, served from local files. ---
 
 RTE_URL = "https://dl.fbaipublicfiles.com/glue/superglue/data/v2/RTE.zip"
 RTE_ROWS = {
@@ -119,6 +120,13 @@ RTE_ROWS = {
             {"premise": "The shop opens at nine.", "hypothesis": "The shop never opens.",
              "label": "not_entailment", "idx": 1}],
     "test": [{"premise": "Cats sleep a lot.", "hypothesis": "Cats are awake.", "idx": 0}],
+}
+DPR_URL = "https://s3.amazonaws.com/datasets.huggingface.co/definite_pronoun_resolution/{}.c.txt"
+# The released files: sentence, pronoun, candidates, answer, then a blank line.
+DPR_FILES = {
+    "train": "Bob asked Tom if he can lend some money.\nhe\nBob,Tom\nTom\n\n"
+             "When Sue met Ann, she smiled.\nshe\nSue, Ann\nSue\n\n",
+    "test": "The dog chased the cat until it was tired.\nit\nThe dog,the cat\nThe dog\n\n",
 }
 
 
@@ -136,35 +144,38 @@ class _Response:
     self.url, self.headers = url, {"Content-length": str(size)}
 
 
-@pytest.fixture(name="rte_served_locally")
-def rte_served_locally_fixture(tmp_path, monkeypatch):
-  """RTE.zip's URL answers with a local archive; the registered RTE tasks read from tmp_path.
+@pytest.fixture(name="serve")
+def serve_fixture(tmp_path, monkeypatch):
+  """serve(builder, {url: bytes}, task): those URLs answer with the bytes; `task` (and every
+  variant sharing its source) reads TFDS data from an empty folder. Returns the URLs fetched.
 
-  Only the HTTP fetch is replaced: TFDS's download manager, checksum check, zip extraction
-  and the builder's `_split_generators` / `_generate_examples` all run. The archive's
-  checksum is registered for the URL, as `--register_checksums` would record it.
+  Only the HTTP fetch is replaced: TFDS's download manager, checksum check, extraction and
+  the builder's `_split_generators` / `_generate_examples` all run. Each file's checksum is
+  registered for its URL, as `--register_checksums` would record it.
   """
-  data = _rte_zip()
   fetched = []
 
-  @contextlib.contextmanager
-  def open_url(url, **kwargs):
-    del kwargs
-    assert url == RTE_URL, url
-    fetched.append(url)
-    yield _Response(url, len(data)), iter([data])
+  def serve(builder_name, files, task_name):
+    @contextlib.contextmanager
+    def open_url(url, **kwargs):
+      del kwargs
+      fetched.append(url)
+      yield _Response(url, len(files[url])), iter([files[url]])
 
-  archive = tmp_path / "RTE.zip"
-  archive.write_bytes(data)
-  info = checksums.compute_url_info(archive)
-  builder_cls = tfds.builder_cls("super_glue")
-  monkeypatch.setattr(downloader, "_open_url", open_url)
-  monkeypatch.setattr(builder_cls, "url_infos", {
-      RTE_URL: checksums.UrlInfo(size=info.size, checksum=info.checksum, filename="RTE.zip")})
-  # Every variant shares one source object: point its loader at the empty data dir.
-  loader = seqio.get_mixture_or_task("super_glue_rte_v102").source.tfds_dataset
-  monkeypatch.setattr(loader, "_data_dir_override", str(tmp_path / "tfds"))
-  return fetched
+    url_infos = {}
+    for i, (url, data) in enumerate(files.items()):
+      path = tmp_path / f"served_{i}"
+      path.write_bytes(data)
+      info = checksums.compute_url_info(path)
+      url_infos[url] = checksums.UrlInfo(size=info.size, checksum=info.checksum,
+                                         filename=url.rsplit("/", 1)[1])
+    monkeypatch.setattr(downloader, "_open_url", open_url)
+    monkeypatch.setattr(tfds.builder_cls(builder_name), "url_infos", url_infos)
+    loader = seqio.get_mixture_or_task(task_name).source.tfds_dataset
+    monkeypatch.setattr(loader, "_data_dir_override", str(tmp_path / "tfds"))
+    return fetched
+
+  return serve
 
 
 def _texts(task_name, split):
@@ -174,14 +185,14 @@ def _texts(task_name, split):
           for e in dataset.as_numpy_iterator()]
 
 
-def test_real_download_and_prepare_read_through_the_registered_tasks(rte_served_locally,
-                                                                      tmp_path):
+def test_real_download_and_prepare_of_rte(serve, tmp_path):
+  fetched = serve("super_glue", {RTE_URL: _rte_zip()}, "super_glue_rte_v102")
   assert _texts("super_glue_rte_v102", "validation") == [
       ("rte hypothesis: Dana Reeve is dead. premise: Dana Reeve died of lung cancer.",
        "entailment"),
       ("rte hypothesis: The shop never opens. premise: The shop opens at nine.",
        "not_entailment")]
-  assert rte_served_locally == [RTE_URL]  # Fetched once, when the first split was read.
+  assert fetched == [RTE_URL]  # Fetched once, when the first split was read.
   assert _texts("taskless_super_glue_rte_v102", "train") == [
       ("hypothesis: The ground was wet. premise: It rained all day.", "entailment")]
   assert _texts("super_glue_rte_v102", "test") == [
@@ -189,4 +200,15 @@ def test_real_download_and_prepare_read_through_the_registered_tasks(rte_served_
   prepared = tfds.builder("super_glue/rte:1.0.2", data_dir=str(tmp_path / "tfds"))
   assert {s: prepared.info.splits[s].num_examples for s in ("train", "validation", "test")} == {
       "train": 1, "validation": 2, "test": 1}
-  assert rte_served_locally == [RTE_URL]
+  assert fetched == [RTE_URL]
+
+
+def test_real_download_and_prepare_of_dpr(serve):
+  files = {DPR_URL.format(split): text.encode() for split, text in DPR_FILES.items()}
+  fetched = serve("definite_pronoun_resolution", files, "dpr_v001_simple")
+  assert sorted(_texts("dpr_v001_simple", "train")) == [
+      ("wsc: Bob asked Tom if *he* can lend some money.", "Tom"),
+      ("wsc: When Sue met Ann, *she* smiled.", "Sue")]
+  assert _texts("taskless_dpr_v001_simple", "test") == [
+      ("The dog chased the cat until *it* was tired.", "The dog")]
+  assert sorted(fetched) == sorted(files)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from prompt_tuning.checkpoints import finite
 from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.parallel import multihost
 
@@ -50,7 +51,9 @@ def _atomic_write(path: str, write) -> None:
 
 
 def save_npy(path: str, prompt: Any) -> str:
+  """Writes the prompt atomically; NaN or infinite values are refused (NonFiniteError)."""
   value = _as_prompt(prompt)
+  finite.refuse_nonfinite(value, f"{path} not written")
 
   def write(tmp):
     with open(tmp, "wb") as f:
@@ -88,6 +91,7 @@ def save_peft(folder: str, prompt: Any, *, num_layers: int, num_attention_heads:
   `num_layers`/`num_attention_heads` are informational for PEFT (the T5 config's values).
   """
   value = _as_prompt(prompt)
+  finite.refuse_nonfinite(value, f"{folder} not written")
   if value.ndim != 2:
     raise ValueError(f"PEFT adapters hold one prompt [P, d]; got shape {value.shape} (export one task)")
   from safetensors.numpy import save_file

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from prompt_tuning.checkpoints import finite
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.parallel import multihost
 
@@ -111,17 +113,24 @@ class TrainCheckpointer:
     the first evaluation that reached the best value)."""
     scored = []
     for step in self.steps():
-      value = (self._metadata(step).get("metrics") or {}).get(self.metric)
-      if value is not None:
-        scored.append((-float(value) if self.mode == "max" else float(value), step))
+      metrics = self._metadata(step).get("metrics") or {}
+      if self.metric in metrics:  # evaluated; a NaN score (written as null) ranks below any number
+        value = metrics[self.metric]
+        value = float(value) if value is not None else math.nan
+        key = math.inf if math.isnan(value) else -value if self.mode == "max" else value
+        scored.append((key, step))
     return [s for _, s in sorted(scored)]
 
   # --------------------------------------------------------------------------- save
 
   def save(self, step: int, state: Any, data_state: Optional[Mapping[str, Any]] = None,
            metrics: Optional[Mapping[str, float]] = None, rng: Optional[jax.Array] = None) -> str:
-    """Writes checkpoint `step`; `data_state` must be JSON-serializable (e.g. {"position": n})."""
+    """Writes checkpoint `step`; `data_state` must be JSON-serializable (e.g. {"position": n}).
+
+    A state holding NaN or infinite values is refused (NonFiniteError) before anything is written.
+    """
     step = int(step)
+    finite.refuse_nonfinite(state, f"checkpoint_{step} not saved")
     tmp = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}")
     if multihost.is_primary():
       shutil.rmtree(tmp, ignore_errors=True)
@@ -140,11 +149,11 @@ class TrainCheckpointer:
               "metrics": {k: float(v) for k, v in (metrics or {}).items()},
               "rng_shape": rng_shape, "prompt_shape": list(prompt.shape), "time": time.time()}
       with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
-        json.dump(meta, f, indent=1)
+        json.dump(strict_json(meta), f, indent=1, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
       if os.path.exists(final):  # re-saving a step (e.g. after a resume): swap the old one out
-        shutil.rmtree(final)
+        self._discard(step)
       os.rename(tmp, final)
       prompt_io.save_npy(self.prompt_path(step), prompt)
       if self.peft_export:
@@ -162,7 +171,16 @@ class TrainCheckpointer:
     keep.add(steps[-1])
     for step in steps:
       if step not in keep:
-        shutil.rmtree(self.path(step), ignore_errors=True)
+        self._discard(step)
+
+  def _discard(self, step: int) -> None:
+    """Deletes checkpoint `step`, first renamed to a leftover name in one atomic step: a run
+    killed while deleting leaves a leftover (removed at the next start), never a checkpoint
+    with some of its files gone."""
+    doomed = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}-deleted")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(self.path(step), doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
   # --------------------------------------------------------------------------- restore
 
@@ -178,6 +196,7 @@ class TrainCheckpointer:
     restored = self._checkpointer.restore(os.path.join(self.path(step), "state"),
                                           args=ocp.args.StandardRestore(tree))
     state = serialization.from_state_dict(abstract_state, restored["train_state"])
+    finite.refuse_nonfinite(state, f"{self.path(step)} does not restore")
     if self.frozen_checkpoint and meta.get("frozen_checkpoint") not in (None, self.frozen_checkpoint):
       logging.warning("checkpoint %d was trained on frozen checkpoint %s, but this run uses %s",
                       step, meta["frozen_checkpoint"], self.frozen_checkpoint)
@@ -210,6 +229,18 @@ def read_metadata(model_dir: str, step: int) -> Optional[dict]:
     return meta if meta.get("format") == FORMAT and meta.get("step") == step else None
   except (OSError, ValueError):
     return None
+
+
+def strict_json(value: Any) -> Any:
+  """`value` with every non-finite float replaced by None (JSON has no NaN or infinity), so
+  metadata files stay strict JSON that any reader parses."""
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [strict_json(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  return value
 
 
 def _abstract(x: Any) -> Any:

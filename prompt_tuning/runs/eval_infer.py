@@ -14,6 +14,7 @@ import gin
 import numpy as np
 
 import prompt_tuning.runs.configurables  # noqa: F401  the library's functions, for gin
+from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.config import checks
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.model import prompted as model_lib
@@ -63,7 +64,7 @@ def _write_jsonl(path: str, rows) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     for row in rows:
-      f.write(json.dumps(row, default=_jsonable) + "\n")
+      f.write(json.dumps(state_lib.strict_json(row), default=_jsonable, allow_nan=False) + "\n")
   os.replace(tmp, path)
 
 

@@ -21,6 +21,7 @@ import gin
 import jax
 
 import prompt_tuning.runs.configurables  # noqa: F401  the library's functions, for gin
+from prompt_tuning.checkpoints import finite
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.config import checks
@@ -66,12 +67,33 @@ class _Averager:
     return out
 
 
+def _last_good(last_checkpoint: Optional[int]) -> str:
+  return (f"checkpoint_{last_checkpoint} is the last finite state" if last_checkpoint
+          else "no checkpoint was saved")
+
+
 def _check_finite(step: int, stats: Mapping[str, float], last_checkpoint: Optional[int]) -> None:
   loss = float(stats["loss"])
   if not math.isfinite(loss):
-    resume = f"checkpoint_{last_checkpoint} is the last good state" if last_checkpoint else "no checkpoint was saved"
-    raise UsageError(f"training stopped: the loss is {loss} at step {step} ({resume}); lower "
-                     "LEARNING_RATE or check the inputs for empty targets")
+    raise UsageError(f"training stopped: the loss is {loss} at step {step} ({_last_good(last_checkpoint)}); "
+                     "lower LEARNING_RATE or check the inputs for empty targets")
+
+
+def _check_state(step: int, state, last_checkpoint: Optional[int]) -> None:
+  """The state updated by step `step`, checked before anything of it is saved: the loss of a
+  step is computed before its update, so a finite loss does not make the new state finite."""
+  bad = finite.nonfinite(state)
+  if bad:
+    raise UsageError(f"training stopped: {', '.join(bad[:3])} holds NaN or infinite values after the "
+                     f"update of step {step}, nothing of it was saved ({_last_good(last_checkpoint)}); "
+                     "lower LEARNING_RATE")
+
+
+def score_of(metrics: Mapping[str, Optional[float]]) -> float:
+  """The evaluation's `eval/score` for choosing the best: a NaN or missing score (e.g. STS-B's
+  correlation of a constant prediction) is worse than any number."""
+  value = metrics.get(evaluator_lib.SCORE_KEY)
+  return -math.inf if value is None or math.isnan(value) else float(value)
 
 
 def _summary_lines(metrics: Mapping[str, float], evaluator, step: Optional[int]) -> list[str]:
@@ -176,19 +198,21 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
       if is_log:
         writer.write(step, averager.flush())
       metrics = {}
+      is_save = step % checkpoint.period == 0 or step == train_steps
+      if is_eval or is_save:
+        _check_state(step, state, last_saved)
       if is_eval:
         metrics = evaluator.evaluate(state.prompt, frozen.params)[0]
         writer.write(step, metrics)
         note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
-        score = evaluator_lib.SCORE_KEY
-        if best is None or metrics.get(score, -math.inf) > best[1].get(score, -math.inf):
+        if best is None or score_of(metrics) > score_of(best[1]):
           best, evals_without_gain = (step, metrics), 0
           if primary:
             prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), state.prompt)
         else:
           evals_without_gain += 1
       stopping = bool(patience) and evals_without_gain >= patience
-      if step % checkpoint.period == 0 or step == train_steps or stopping:
+      if is_save or stopping:
         data_state = {"position": position + step - start, "evals_without_gain": evals_without_gain,
                       "best_step": best[0] if best else None, "best_metrics": best[1] if best else {}}
         checkpointer.save(step, state, data_state, metrics)
@@ -202,8 +226,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   best_step, best_metrics = best if best else (step, {})
   for line in _summary_lines(best_metrics, evaluator, best_step):
     say(line)
+  best_score = best_metrics.get(evaluator_lib.SCORE_KEY)
   say(f"done: {step} steps; best {evaluator_lib.SCORE_KEY} "
-      f"{best_metrics.get(evaluator_lib.SCORE_KEY, float('nan')):.2f} at step {best_step}; outputs in {model_dir}")
+      f"{math.nan if best_score is None else best_score:.2f} at step {best_step}; outputs in {model_dir}")
   return {"step": step, "best_step": best_step, **best_metrics}
 
 

@@ -10,7 +10,9 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from prompt_tuning.checkpoints import finite
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.training import optim
@@ -62,6 +64,49 @@ def test_keep_n_and_keep_best(tmp_path):
   for step, acc in [(1, 0.5), (2, 0.7), (3, 0.7), (4, 0.1)]:
     tied.save(step, _state(step), metrics={"acc": acc})
   assert tied.steps() == [2, 4] and tied.best_step() == 2  # the first to reach the best value
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path):
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
+  ckpt.save(1, _state(1, 0.5))
+  with pytest.raises(finite.NonFiniteError, match=r"checkpoint_2 not saved: prompt/prompt/prompt hold NaN"):
+    ckpt.save(2, _state(2, float("nan")))
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint_1", "prompts"]  # no folder, leftover or prompt
+  assert os.listdir(tmp_path / "prompts") == ["prompt_1.npy"]
+  with pytest.raises(finite.NonFiniteError, match="p.npy not written"):
+    prompt_io.save_npy(str(tmp_path / "p.npy"), np.full((3, 4), np.inf, np.float32))
+  assert not (tmp_path / "p.npy").exists()
+
+
+def test_nan_scores_rank_below_every_number_and_metadata_stays_strict_json(tmp_path):
+  best = state_lib.TrainCheckpointer(str(tmp_path), keep=1, keep_best_metric="eval/score", mode="max")
+  for step, score in [(1, float("nan")), (2, -3.0), (3, float("nan")), (4, -7.0)]:
+    best.save(step, _state(step), {"best_metrics": {"eval/score": score}}, metrics={"eval/score": score})
+  assert best.best_step() == 2 and best.steps() == [2, 4]
+  lowest = state_lib.TrainCheckpointer(str(tmp_path / "min"), keep=1, keep_best_metric="loss", mode="min")
+  for step, loss in [(1, float("nan")), (2, 9.0), (3, float("inf"))]:
+    lowest.save(step, _state(step), metrics={"loss": loss})
+  assert lowest.best_step() == 2
+
+  def no_constants(name):
+    raise AssertionError(f"{name} in metadata.json: not strict JSON")
+  meta = json.loads((tmp_path / "checkpoint_4" / "metadata.json").read_text(), parse_constant=no_constants)
+  assert meta["metrics"] == {"eval/score": -7.0}
+  meta = json.loads((tmp_path / "checkpoint_2" / "metadata.json").read_text(), parse_constant=no_constants)
+  assert meta["data_state"] == {"best_metrics": {"eval/score": -3.0}}
+  assert json.loads((tmp_path / "min" / "checkpoint_3" / "metadata.json").read_text())["metrics"] == {"loss": None}
+  assert state_lib.strict_json({"a": [np.float32("nan"), 1.5], "b": np.array([np.inf, 2.0]), "c": "x"}) == {
+      "a": [None, 1.5], "b": [None, 2.0], "c": "x"}
+
+
+def test_a_non_finite_checkpoint_is_not_restored(tmp_path, monkeypatch):
+  """A checkpoint holding NaN (written before saves were checked) is refused when read back."""
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
+  monkeypatch.setattr(finite, "refuse_nonfinite", lambda tree, what: None)
+  ckpt.save(3, _state(3, float("nan")))
+  monkeypatch.undo()
+  with pytest.raises(finite.NonFiniteError, match="checkpoint_3 does not restore: prompt/prompt/prompt hold NaN"):
+    ckpt.restore(3, _state(0))
 
 
 def test_torn_checkpoints_are_skipped(tmp_path, caplog):

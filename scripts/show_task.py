@@ -80,7 +80,7 @@ def _config_task(gin_files, bindings, search_paths) -> Optional[str]:
   as `@...()`) and returns it, or None when the config leaves it unset or required."""
   import gin  # pylint: disable=g-import-not-at-top
   from prompt_tuning.config import gin_config  # pylint: disable=g-import-not-at-top
-  gin_config.parse(gin_files, bindings, search_paths)
+  gin_config.parse(gin_files, bindings, search_paths, queried=["MIXTURE_OR_TASK_NAME"])
   try:
     value = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
   except ValueError:  # Not bound.

@@ -4,6 +4,8 @@ Flags (the same as T5X's):
   --gin_file=PATH         a gin file; repeat it, later files override earlier ones.
   --gin.NAME=VALUE        one binding, applied after every file, e.g. --gin.TRAIN_STEPS=100 or
                           --gin.MODEL_DIR=/tmp/run (strings may be given without quotes).
+                          A binding without effect (a macro nothing uses, an unknown
+                          configurable or parameter) is refused, naming the closest names.
   --gin_search_paths=A,B  folders searched for gin files and their `include`s.
   --tfds_data_dir=DIR     the TFDS data folder the seqio tasks read.
   --multiprocess_gpu, --coordinator_address=HOST:PORT, --process_count=N, --process_index=I

@@ -12,6 +12,8 @@ The gin files import the modules whose functions they bind (`import prompt_tunin
 from __future__ import annotations
 
 import ast
+import difflib
+import inspect
 import logging
 import os
 import tempfile
@@ -86,12 +88,18 @@ def _resolve_file(path: str, paths: Sequence[str]) -> str:
 
 def _one_line(err: BaseException) -> str:
   text = " ".join(str(err).split())
-  return text.split(" In file ")[0].split(" No values supplied by Gin")[0]
+  for tail in (" In file ", " In bindings string", " No values supplied by Gin"):
+    text = text.split(tail)[0]
+  return text
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
-          extra_search_paths: Sequence[str] = ()) -> None:
-  """Parses files then bindings; raises UsageError naming the bad file/binding."""
+          extra_search_paths: Sequence[str] = (), queried: Sequence[str] = ()) -> None:
+  """Parses files then `--gin.NAME=VALUE` bindings; raises UsageError naming the bad file or
+  binding. A binding must take effect: its configurable and parameter must exist, and a macro
+  must be used, i.e. referenced (`%NAME`) by some binding of the parsed config or read by the
+  caller (`queried`, e.g. a script's `gin.query_parameter("%MIXTURE_OR_TASK_NAME")`). Macros
+  that the files define and nothing references are left alone."""
   if not gin_files:
     raise UsageError("no --gin_file given: pass e.g. --gin_file=runs/quickstart.gin")
   paths = search_paths(extra_search_paths)
@@ -102,13 +110,73 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   quiet = _DropPathNotFound()  # gin logs every search-path miss of an `include` as an error
   logging.getLogger().addFilter(quiet)
   try:
-    gin.parse_config_files_and_bindings(files, [_as_binding(b) for b in bindings],
-                                        finalize_config=False)
-  except (ValueError, IOError, KeyError, SyntaxError, TypeError) as err:
+    for path in files:
+      gin.parse_config_file(path)
+  except _GIN_ERRORS as err:
     raise UsageError(f"bad gin config: {_one_line(err)} (check the --gin_file order and "
                      "--gin.NAME spellings; models/*.gin come before prompts/*.gin and runs/*.gin)") from err
   finally:
     logging.getLogger().removeFilter(quiet)
+  for binding in bindings:
+    try:
+      gin.parse_config(_as_binding(binding))
+    except _GIN_ERRORS as err:
+      raise UsageError(f"--gin.{binding}: {_binding_problem(binding, err)}") from err
+  _check_macros_used(bindings, queried)
+
+
+_GIN_ERRORS = (ValueError, IOError, KeyError, SyntaxError, TypeError)
+
+
+def _did_you_mean(name: str, known) -> str:
+  close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+  return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _binding_problem(binding: str, err: BaseException) -> str:
+  """Why gin refused `configurable.param=VALUE`, with the closest known names when the
+  configurable or the parameter does not exist; else gin's own reason."""
+  key = binding.partition("=")[0].strip().rpartition("/")[2]
+  selector, _, param = key.rpartition(".")
+  if selector:
+    configurable = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    if configurable is None:
+      names = [n for full, _ in gin.config._REGISTRY.items() for n in (full, full.rpartition(".")[2])]  # pylint: disable=protected-access
+      return (f"no configurable named {selector!r}{_did_you_mean(selector, names)}; check the "
+              "spelling, or add the gin file or `import` that registers it")
+    names = _parameters(configurable.wrapped)
+    if names is not None and param not in names:
+      return (f"{configurable.name} has no parameter {param!r}"
+              f"{_did_you_mean(param, names)}; check the spelling")
+  return f"{_one_line(err).rstrip('.')}; check the value and the spelling"
+
+
+def _parameters(fn_or_cls) -> Optional[list]:
+  """The parameter names a configurable takes, or None when it accepts any (**kwargs)."""
+  try:
+    params = inspect.signature(fn_or_cls).parameters.values()
+  except (TypeError, ValueError):
+    return None
+  if any(p.kind is p.VAR_KEYWORD for p in params):
+    return None
+  return [p.name for p in params]
+
+
+def used_macros() -> set:
+  """Names of the macros some binding of the parsed config references (`%NAME`)."""
+  return {"/".join(ref.scopes) for ref in gin.config.iterate_references(gin.config._CONFIG)  # pylint: disable=protected-access
+          if ref.selector == "gin.macro"}
+
+
+def _check_macros_used(bindings: Sequence[str], queried: Sequence[str]) -> None:
+  used = used_macros() | set(queried)
+  for binding in bindings:
+    name = binding.partition("=")[0].strip()
+    if "." in name or "/" in name or name in used:
+      continue
+    raise UsageError(f"--gin.{binding}: no binding of the gin config uses the macro {name}"
+                     f"{_did_you_mean(name, used)}, so it would have no effect; check the "
+                     "spelling, or add the --gin_file that uses it")
 
 
 class _DropPathNotFound(logging.Filter):

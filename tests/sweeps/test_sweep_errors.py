@@ -42,7 +42,7 @@ CASES = {
     "unknown sweep file": (lambda t: ["--sweep_file=figure9"], ["'figure9' not found", "figure1"]),
     "nothing to sweep": (lambda t: [*QUICKSTART], ["nothing to sweep"]),
     "missing gin file": (lambda t: ["--gin_file=runs/nope.gin", "--sweep", "SEED=0"], ["nope.gin", "not found"]),
-    "bad gin value": (lambda t: [*QUICKSTART, "--sweep", "SEED=0", "--gin.TRAIN_STEPS=@nope()"], ["bad gin config", "nope"]),
+    "bad gin value": (lambda t: [*QUICKSTART, "--sweep", "SEED=0", "--gin.TRAIN_STEPS=@nope()"], ["--gin.TRAIN_STEPS=@nope()", "No configurable matching"]),
     "multi-node without --multiprocess_gpu": (
         lambda t: [*QUICKSTART, "--sweep", "SEED=0", "--launcher=slurm", "--nodes=2"], ["--multiprocess_gpu"]),
     "a local flag with print": (lambda t: [*QUICKSTART, "--sweep", "SEED=0", "--launcher=print", "--parallel=2"],

@@ -30,6 +30,7 @@ from prompt_tuning.sweeps import plan as sweep_plan
 from prompt_tuning.sweeps.spec import SweepError
 
 PARAMS = "model parameters"  # the x axis of size plots
+_ALL = "all runs"
 
 
 @dataclasses.dataclass
@@ -82,7 +83,7 @@ def _number(text):
 
 
 def _label(settings: dict, skip: Sequence[str]) -> str:
-  return ",".join(f"{k}={v}" for k, v in settings.items() if k not in skip) or "all runs"
+  return ",".join(f"{k}={v}" for k, v in settings.items() if k not in skip) or _ALL
 
 
 def _constant(summary: Sequence[dict]) -> list:
@@ -104,7 +105,9 @@ def series(summary: Sequence[dict], metric: str, x: str, line: Optional[str]) ->
     if value is None:
       continue
     has_x = x == "params" or x in settings
-    key = str(settings[line]) if line in settings else _label(settings, skip + ([x, "size"] if has_x else []))
+    own = [x, "size"] if has_x else []
+    key = str(settings[line]) if line in settings else _label(settings, skip + own)
+    key = _label(settings, own) if key == _ALL else key  # one line: say what it holds
     point = entry["params"] if x == "params" else settings.get(x)
     if has_x and point is None:
       raise SweepError(f"no parameter count for {_label(settings, [])}: its config.gin has no T5Config sizes")

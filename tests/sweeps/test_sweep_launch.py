@@ -6,8 +6,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
 from prompt_tuning.sweeps import launch
 from tests.runs.runs_testlib import TINY
 from tests.sweeps.sweeps_testlib import manifest, run
@@ -17,16 +15,6 @@ SWEEP = [*TINY, "--gin_file={init}", "--var=LABELS=['positive', 'negative']",
          "--sweep=init=random_uniform,class_label", "--sweep=SEED=0,1"]
 NAMES = ["init=random_uniform,SEED=0", "init=random_uniform,SEED=1", "init=class_label,SEED=0",
          "init=class_label,SEED=1"]
-
-
-@pytest.fixture
-def one_cpu_device(monkeypatch, tmp_path_factory):
-  """Runs started by the launcher: one CPU device each, compilations cached between them."""
-  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", "")
-  cache = os.path.join(os.path.dirname(str(tmp_path_factory.getbasetemp())), "sweep_xla_cache")
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def test_local_sweep_end_to_end_skips_finished_and_resumes_interrupted(capsys, tmp_path, one_cpu_device):

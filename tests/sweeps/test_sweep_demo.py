@@ -26,7 +26,7 @@ def test_demo_at_ci_size_sweeps_summarizes_and_plots(tmp_path, one_cpu_device):
   for name in names:
     evals = [r for r in map(json.loads, open(root / name / "metrics.jsonl")) if "eval/score" in r]
     best[name] = max(evals, key=lambda r: r["eval/score"])  # the first of equal ones
-    assert "PROMPT_INIT = @prompt_tuning.prompts.class_labels()" in open(root / name / "config.gin").read()
+    assert "PROMPT_INIT = @prompt_tuning.model.prompts.class_labels()" in open(root / name / "config.gin").read()
   assert out[2:5] == [str(root / "plots" / f"figure3.{ext}") for ext in ("png", "svg", "csv")]
   with open(root / "plots" / "figure3.csv", newline="") as f:
     rows = list(csv.DictReader(f))

@@ -5,5 +5,6 @@ Imports `prompt_tuning.parallel` and `prompt_tuning.config`, never TensorFlow, s
   prompts.py   the Prompt module, the paper's initializers, where the prompt goes in the input
   prompted.py  PromptT5: embed -> place the prompt -> encode -> decode; build() checks settings
   params.py    parameter trees without allocation, their shardings, random frozen weights
+  layer_stack.py  scanned (stacked `layers`) <-> checkpoint (`layers_{i}`) parameter layouts
   decoding.py  greedy, beam search, sampling and scoring on a key/value cache
 """

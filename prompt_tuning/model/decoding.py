@@ -66,11 +66,12 @@ def decode_step(module, params: Params, cache: Any, encoded: Array, encoder_mask
   return logits[:, 0], variables["cache"]
 
 
-def _reorder_cache(cache: Any, index: Array) -> Any:
-  """Gathers the per-sequence cache entries (keys and values) along the batch axis."""
+def _reorder_cache(cache: Any, index: Array, batch_axis: int = 0) -> Any:
+  """Gathers the per-sequence cache entries (keys and values) along the batch axis, which is 1
+  when the layers are scanned (their cache entries are stacked on a leading layers axis)."""
   def gather(path, x):
     name = getattr(path[-1], "key", None)
-    return x[index] if name in ("cached_key", "cached_value") else x
+    return jnp.take(x, index, axis=batch_axis) if name in ("cached_key", "cached_value") else x
   return jax.tree_util.tree_map_with_path(gather, cache)
 
 
@@ -193,6 +194,7 @@ def beam_search(module, params: Params, encoder_input_tokens: Array, max_decode_
   vocab = module.cfg.vocab_size
   is_eos = jnp.arange(vocab) == EOS_ID
   batch_offset = (jnp.arange(batch) * width)[:, None]
+  cache_batch_axis = 1 if module.cfg.scan_layers else 0
 
   def extend(seqs, beam, token, i):
     """Copies hypotheses `beam` [b, m] of `seqs` [b, W, T] and writes `token` at step i."""
@@ -228,7 +230,7 @@ def beam_search(module, params: Params, encoder_input_tokens: Array, max_decode_
     alive_logp, flat = jax.lax.top_k(alive_cand, width)
     beam = flat // vocab
     alive_seq = extend(alive_seq, beam, (flat % vocab).astype(jnp.int32), i)
-    cache = _reorder_cache(cache, (batch_offset + beam).reshape(-1))
+    cache = _reorder_cache(cache, (batch_offset + beam).reshape(-1), cache_batch_axis)
     return i + 1, alive_seq, alive_logp, cache, fin_seq, fin_score
 
   alive_logp = jnp.where(jnp.arange(width) == 0, 0.0, NEG_INF)  # one live hypothesis at first

@@ -42,6 +42,10 @@ class T5Config:
   # "xla": einsum + softmax; "fused": jax.nn.dot_product_attention (XLA implementation);
   # "cudnn": the same with cuDNN's fused kernel (NVIDIA GPUs only).
   attention: str = "xla"
+  # True: each stack's layers are one `nn.scan` over parameters stacked on a leading `layers`
+  # axis (one layer body to compile instead of 24); `layer_stack` converts to and from the
+  # checkpoints' `layers_{i}` names.
+  scan_layers: bool = False
 
   @property
   def compute_dtype(self):
@@ -385,7 +389,7 @@ class EncoderLayer(nn.Module):
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(x)
     h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
     x = x + drop(h, deterministic=deterministic)
-    return constrain(x, ("batch", "length", "embed"))
+    return _layer_output(c, constrain(x, ("batch", "length", "embed")))
 
 
 class DecoderLayer(nn.Module):
@@ -407,11 +411,17 @@ class DecoderLayer(nn.Module):
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(y)
     h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
     y = y + drop(h, deterministic=deterministic)
-    return constrain(y, ("batch", "length", "embed"))
+    return _layer_output(c, constrain(y, ("batch", "length", "embed")))
+
+
+def _layer_output(cfg: T5Config, x: Array):
+  """A layer's output: the next layer's input, and under `nn.scan` also no per-layer output."""
+  return (x, None) if cfg.scan_layers else x
 
 
 # T5Config.remat -> what each layer keeps for the backward pass (None: only its input).
 REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable, "full": None}
+LAYERS_AXIS = "layers"  # logical name of the stacked dimension of scanned parameters
 
 
 def _maybe_remat(layer_cls, cfg: T5Config, static_argnums: tuple[int, ...]):
@@ -421,7 +431,32 @@ def _maybe_remat(layer_cls, cfg: T5Config, static_argnums: tuple[int, ...]):
     return layer_cls
   if cfg.remat not in REMAT_POLICIES:
     raise ValueError(f"unknown remat {cfg.remat!r}; choose none, {', '.join(REMAT_POLICIES)}")
-  return nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums)
+  # Inside a scan the loop already keeps XLA from merging the recomputation into the forward
+  # pass, so remat's own barriers (prevent_cse) would only cost fusion opportunities.
+  return nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums,
+                  prevent_cse=not cfg.scan_layers)
+
+
+def _layers(layer_cls, cfg: T5Config, num_layers: int, static_argnums: tuple[int, ...]):
+  """Calls the stack's layers in order: `layers_0`, `layers_1`, ... or, with `scan_layers`, one
+  `nn.scan` named `layers` whose parameters (and decoding cache) gain a leading layers axis.
+
+  Every argument after the carried activation is the same for all layers (`nn.broadcast`), so
+  the shared relative-position bias is computed once per stack and read by every iteration.
+  """
+  layer = _maybe_remat(layer_cls, cfg, static_argnums)
+
+  def run(x, *args):
+    if cfg.scan_layers:
+      scanned = nn.scan(layer, variable_axes={"params": 0, "cache": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                        metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})
+      return scanned(cfg, name="layers")(x, *args)[0]
+    for i in range(num_layers):
+      x = layer(cfg, name=f"layers_{i}")(x, *args)
+    return x
+  return run
 
 
 class Encoder(nn.Module):
@@ -443,9 +478,8 @@ class Encoder(nn.Module):
       attn_mask = segment_mask(segment_ids, segment_ids)  # [b, 1, q, k]
     x = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = constrain(x.astype(c.compute_dtype), ("batch", "length", "embed"))
-    layer = _maybe_remat(EncoderLayer, c, static_argnums=(4,))
-    for i in range(c.num_encoder_layers):
-      x = layer(c, name=f"layers_{i}")(x, attn_mask, rel, deterministic)
+    x = _layers(EncoderLayer, c, c.num_encoder_layers, static_argnums=(4,))(
+        x, attn_mask, rel, deterministic)
     x = RMSNorm(c.compute_dtype, name="encoder_norm")(x)
     return nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
 
@@ -476,9 +510,8 @@ class Decoder(nn.Module):
       self_mask = (jnp.arange(k_len)[None, :] <= q_pos)[None, None]
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = constrain(y.astype(c.compute_dtype), ("batch", "length", "embed"))
-    layer = _maybe_remat(DecoderLayer, c, static_argnums=(6, 7))
-    for i in range(c.num_decoder_layers):
-      y = layer(c, name=f"layers_{i}")(y, encoded, self_mask, rel, cross_mask, deterministic, decode)
+    y = _layers(DecoderLayer, c, c.num_decoder_layers, static_argnums=(6, 7))(
+        y, encoded, self_mask, rel, cross_mask, deterministic, decode)
     y = RMSNorm(c.compute_dtype, name="decoder_norm")(y)
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     logits = Dense(c.vocab_size, ("embed", "vocab"), dtype=c.compute_dtype, name="logits_dense",

@@ -29,6 +29,7 @@ STANDARD_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("kv", None),
     ("length", None),
     ("relpos_buckets", None),
+    ("layers", None),  # the stacked axis of scanned layers: every device holds all layers
     ("prompt", None),
     ("prompt_embed", None),
     ("prompt_tasks", None),

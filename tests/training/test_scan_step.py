@@ -1,0 +1,49 @@
+"""The train step with scanned layers equals the unrolled one: one device and a (4, 2) mesh, float32."""
+import jax
+import numpy as np
+import pytest
+
+from prompt_tuning.model import layer_stack
+from prompt_tuning.model import params as params_lib
+from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts
+from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import optim
+from prompt_tuning.training import step as ts
+from tests import tiny
+
+
+@pytest.mark.parametrize("mesh_shape,remat", [((1, 1), "none"), ((4, 2), "none"), ((4, 2), "full")])
+def test_scanned_train_steps_equal_unrolled_ones(mesh_shape, remat):
+  cfg = tiny.tiny_config(num_heads=4, num_encoder_layers=3)
+  unrolled = model_lib.build(cfg, prompt_length=3)
+  scanned = model_lib.build(cfg.replace(scan_layers=True, remat=remat), prompt_length=3)
+  prompt, frozen = model_lib.split(tiny.random_params(unrolled))
+  prompt = model_lib.init_prompt(unrolled, prompts.sampled_vocab(), jax.random.PRNGKey(1), frozen)
+  batches = [tiny.random_batch(batch=8, seed=s) for s in range(3)]
+  tx = optim.adafactor()
+
+  reference = jax.jit(lambda s, b: ts.train_step(s, frozen, b, None, module=unrolled, tx=tx))
+  ref_state, ref_losses = ts.TrainState.create(prompt, tx), []
+  for batch in batches:
+    ref_state, stats = reference(ref_state, batch)
+    ref_losses.append(float(stats["loss"]))
+
+  mesh = partitioning.create_mesh(mesh_shape, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+  rules = partitioning.logical_rules()
+  _, frozen_sh = params_lib.shardings(scanned, mesh, rules)
+  stacked = jax.device_put(layer_stack.stack_layers(frozen), frozen_sh)
+  if mesh_shape[1] > 1:  # every device holds all layers, and its part of each head dimension
+    q = stacked["encoder"]["layers"]["attention"]["query"]["kernel"]
+    assert q.addressable_shards[0].data.shape == (3, 16, 16 // mesh_shape[1])
+  state = ts.TrainState.create(prompt, tx)
+  state_sh = ts.state_shardings(state, mesh)
+  step = ts.partitioned_train_step(scanned, tx, mesh, rules, frozen_sh, state_sh)
+  state, losses = jax.device_put(state, state_sh), []
+  for batch in batches:
+    state, stats = step(state, stacked, batch, None)
+    losses.append(float(stats["loss"]))
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  assert len(set(losses)) == 3  # the prompt moved between steps
+  np.testing.assert_allclose(np.asarray(state.prompt["prompt"]["prompt"]),
+                             np.asarray(ref_state.prompt["prompt"]["prompt"]), atol=1e-5)

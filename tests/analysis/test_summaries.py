@@ -156,3 +156,27 @@ def test_select_picks_the_best_evaluation_on_one_task(tmp_path):
   (chosen,) = summaries.collect([folder], select="taskless_glue_qqp_v100")[0]
   assert chosen.step == 1
   assert summaries.collect([folder])[0][0].step == 3  # eval/score mixes in the transfer task
+
+
+def test_ensemble_evaluations_of_a_sweep_get_a_super_glue_score_per_column(tmp_path):
+  """Table 3: an evaluation run's columns (prompt_<i>, average, best, ensemble) are summarized
+  apart, each with its SuperGLUE score."""
+  entries, expected = [], {"ensemble": [], "average": []}
+  for i, task in enumerate(TASKS):
+    folder = tmp_path / f"task={task}"
+    os.makedirs(folder)
+    row = {"prompt_file": ["a.npy", "b.npy"], "ensemble/score": 1.0}
+    for column, offset in (("ensemble", 2.0), ("average", 0.0)):
+      row[f"{column}/taskless_super_glue_{task}_v102/accuracy"] = 80.0 + i + offset
+      expected[column].append(80.0 + i + offset)
+    (folder / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    entries.append({"name": f"task={task}", "dir": str(folder), "settings": {"size": "xxl", "task": task},
+                    "entry": "eval"})
+  write_json(tmp_path / "sweep.json", {"format": "prompt_tuning.sweep/1", "runs": entries, "axes": {
+      "size": {"kind": "linked", "binds": ["INITIAL_CHECKPOINT_PATH"]},
+      "task": {"kind": "linked", "binds": ["MIXTURE_OR_TASK_NAME"]}}})
+  (entry,) = summaries.summarize(summaries.collect([str(tmp_path)])[0])
+  assert entry["settings"] == {"size": "xxl"} and entry["runs"] == 8
+  assert entry["metrics"]["ensemble/taskless_super_glue_rte_v102/accuracy"]["mean"] == 87.0
+  assert entry["scores"] == {f"{c}/super_glue": {"mean": round(float(np.mean(v)), 2), "std": None, "n": 1,
+                                                 "best_steps": []} for c, v in expected.items()}

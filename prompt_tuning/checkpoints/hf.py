@@ -1,7 +1,8 @@
-"""Hugging Face T5 1.1 weights (config.json + safetensors / pytorch_model.bin) as a T5X tree.
+"""Hugging Face T5 1.1 weights (config.json + safetensors / pytorch_model.bin) as a T5X tree, and back.
 
 Weights are memory-mapped and exposed as lazy, transposed `Leaf`s under T5X names, so the same
-shard-by-shard restore as for T5X checkpoints applies. The files are read directly rather than
+shard-by-shard restore as for T5X checkpoints applies; `write_hf_t5` writes T5X-named weights
+as a folder `from_pretrained` loads. The files are read directly rather than
 through `transformers`: transformers >= 5 ties `lm_head` to `shared` on load for every T5, which is
 wrong for T5 1.1, whose files store the two separately.
 """
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.model import t5
@@ -171,3 +176,115 @@ def load_hf_t5(path: str, *, shardings: Any = None, dtype: Any = None,
 
 def is_hf_checkpoint(path: str) -> bool:
   return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
+
+
+# ----------------------------------------------------------------------------- writing
+
+_SAFETENSORS_CODES = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
+_MAX_SHARD_BYTES = 5 * 2**30  # transformers' own default shard size
+_WEIGHTS, _INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def hf_config(cfg: t5.T5Config, dtype: Any = "float32") -> dict:
+  """config.json of T5 1.1 with this architecture, its output layer untied from the embedding.
+
+  transformers >= 5 reads `tie_word_embeddings: false` as "do not scale the decoder output"
+  (T5 1.1) and then sets it to true for every T5, yet keeps a stored `lm_head.weight` that
+  differs from `shared.weight` apart; transformers < 5 unties on this flag alone.
+  """
+  return {
+      "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+      "vocab_size": cfg.vocab_size, "d_model": cfg.emb_dim, "d_kv": cfg.head_dim, "d_ff": cfg.mlp_dim,
+      "num_layers": cfg.num_encoder_layers, "num_decoder_layers": cfg.num_decoder_layers,
+      "num_heads": cfg.num_heads, "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+      "relative_attention_max_distance": cfg.relative_attention_max_distance,
+      "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": 1e-6, "initializer_factor": 1.0,
+      "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "is_gated_act": True,
+      "is_encoder_decoder": True, "tie_word_embeddings": False, "scale_decoder_outputs": False,
+      "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1, "use_cache": True,
+      "torch_dtype": np.dtype(dtype).name,
+  }
+
+
+def _host_array(value: Any) -> np.ndarray:
+  return value.value() if isinstance(value, t5x.Leaf) else np.asarray(jax.device_get(value))
+
+
+def write_hf_t5(path: str, params: Mapping, cfg: t5.T5Config, *, dtype: Any = None,
+                max_shard_bytes: int = _MAX_SHARD_BYTES) -> str:
+  """Writes T5X-named frozen parameters as a Hugging Face T5 1.1 folder, atomically.
+
+  The reverse of `open_hf_t5`: `params` (nested or '/'-joined names; jax or numpy arrays, or
+  `t5x.Leaf`s, read one at a time so a large model never sits whole in host memory) become
+  `model.safetensors` (sharded with an index above `max_shard_bytes`, as `save_pretrained`
+  does) and config.json, which `T5ForConditionalGeneration.from_pretrained` loads with an
+  untied `lm_head`. Floating arrays are cast to `dtype` (None: kept). Local paths only; an
+  existing `path` is refused.
+  """
+  if "://" in path:
+    raise ValueError(f"write_hf_t5 writes local folders; copy {path} afterwards")
+  if os.path.exists(path):
+    raise FileExistsError(f"{path} already exists: choose a new folder")
+  flat = dict(traverse_util.flatten_dict(dict(params), sep="/"))
+  names = name_map(cfg)
+  missing, extra = sorted(set(names) - set(flat)), sorted(set(flat) - set(names))
+  if missing or extra:
+    raise ValueError(f"the parameters do not match the T5 config ({cfg.num_encoder_layers}+"
+                     f"{cfg.num_decoder_layers} layers): missing {missing[:3]}, unexpected {extra[:3]}")
+  entries = []  # (HF name, shape, dtype, reader), in name_map order
+  for ours, (theirs, transpose) in names.items():
+    value = flat[ours]
+    shape, stored = tuple(value.shape), np.dtype(value.dtype)
+    target = np.dtype(dtype) if dtype is not None and jnp.issubdtype(stored, jnp.floating) else stored
+    entries.append((theirs, shape[::-1] if transpose else shape, target,
+                    lambda value=value, transpose=transpose, target=target: np.ascontiguousarray(
+                        (np.transpose if transpose else np.asarray)(_host_array(value)).astype(target, copy=False))))
+  shards, size = [[]], 0
+  for entry in entries:
+    nbytes = int(np.prod(entry[1], dtype=np.int64)) * entry[2].itemsize
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(entry)
+    size += nbytes
+  tmp = f"{path.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+  os.makedirs(tmp)
+  try:
+    weight_map = {}
+    for i, shard in enumerate(shards):
+      file = _WEIGHTS if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+      write_safetensors(os.path.join(tmp, file), shard)
+      weight_map.update({name: file for name, *_ in shard})
+    if len(shards) > 1:
+      total = sum(int(np.prod(s, dtype=np.int64)) * d.itemsize for _, s, d, _ in entries)
+      with open(os.path.join(tmp, _INDEX), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    floating = [d for _, _, d, _ in entries if jnp.issubdtype(d, jnp.floating)]
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(hf_config(cfg, floating[0] if floating else "float32"), f, indent=2)
+    os.rename(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def write_safetensors(file: str, entries) -> None:
+  """A .safetensors file from (name, shape, dtype, reader) entries, each tensor read and
+  written in turn (the format: 8-byte header length, JSON header, then the raw tensors)."""
+  header, offset = {"__metadata__": {"format": "pt"}}, 0
+  for name, shape, dtype, _ in entries:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header[name] = {"dtype": _SAFETENSORS_CODES[np.dtype(dtype)], "shape": list(shape),
+                    "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  text = json.dumps(header, separators=(",", ":")).encode()
+  text += b" " * (-len(text) % 8)  # the tensors start 8-byte aligned
+  with open(file, "wb") as f:
+    f.write(len(text).to_bytes(8, "little"))
+    f.write(text)
+    for name, shape, dtype, read in entries:
+      array = read()
+      if array.shape != tuple(shape) or array.dtype != dtype:
+        raise ValueError(f"{name}: read {array.shape} {array.dtype}, expected {tuple(shape)} {dtype}")
+      f.write(array.reshape(-1).view(np.uint8).data)

@@ -66,16 +66,26 @@ def load_npy(path: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarray:
   """A prompt `.npy` as float32, checked against the model's prompt shape when given."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"prompt file {path} does not exist")
-  value = np.load(path, allow_pickle=False)
-  if not np.issubdtype(value.dtype, np.floating):
-    raise ValueError(f"{path} holds {value.dtype} values; a prompt is a float array [length, d_model]")
-  return _check_shape(value.astype(np.float32), shape, path)
+  try:
+    value = np.load(path, allow_pickle=False)
+  except (ValueError, OSError) as err:  # cut short, or not a plain .npy array (pickles are never read)
+    raise ValueError(f"prompt file {path} cannot be read ({err}): it is not a whole float .npy "
+                     "array; save the prompt again") from None
+  if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+    raise ValueError(f"{path} holds {getattr(value, 'dtype', type(value).__name__)} values; a prompt is "
+                     "a float array [length, d_model]")
+  return _checked(value.astype(np.float32), shape, path)
 
 
-def _check_shape(value: np.ndarray, shape, source: str) -> np.ndarray:
+def _checked(value: np.ndarray, shape, source: str) -> np.ndarray:
+  """The prompt read from `source`, refused when its shape is not the model's or it is not finite."""
   if shape is not None and tuple(value.shape) != tuple(shape):
     raise ValueError(f"prompt/prompt: {source} has shape {tuple(value.shape)} but the model expects "
                      f"{tuple(shape)} (prompt length x d_model): set the prompt length / model size to match")
+  bad = finite.nonfinite(value)
+  if bad:
+    raise finite.NonFiniteError(f"prompt file {source} holds NaN or infinite values (saved by a diverged "
+                                "run?); use another prompt file")
   return value
 
 
@@ -124,19 +134,24 @@ def load_peft(folder: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarra
     config = json.load(f)
   if config.get("peft_type") != "PROMPT_TUNING":
     raise ValueError(f"{folder} is a {config.get('peft_type')} adapter; only PROMPT_TUNING adapters hold a soft prompt")
+  from safetensors import SafetensorError
   from safetensors.numpy import load_file
   weights_path = os.path.join(folder, ADAPTER_WEIGHTS)
   if not os.path.exists(weights_path):
     raise FileNotFoundError(f"{folder} has no {ADAPTER_WEIGHTS} (adapters saved as .bin are not read: "
                             "re-save with safe_serialization=True)")
-  weights = load_file(weights_path)
+  try:
+    weights = load_file(weights_path)
+  except (SafetensorError, OSError, ValueError) as err:
+    raise ValueError(f"{weights_path} cannot be read ({err}): the file is cut short or damaged; save "
+                     "the adapter again") from None
   if PEFT_KEY not in weights:
     raise ValueError(f"{weights_path} has no {PEFT_KEY!r} tensor (found {sorted(weights)})")
   value = weights[PEFT_KEY].astype(np.float32)
   # With num_transformer_submodules=2 PEFT stores 2P rows; prompt tuning only feeds the first P
   # (the encoder's) to a seq2seq model.
   value = value[: int(config["num_virtual_tokens"])]
-  return _check_shape(value, shape, folder)
+  return _checked(value, shape, folder)
 
 
 def load_prompt(path: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarray:

@@ -29,15 +29,21 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+from flax import traverse_util
 
 from prompt_tuning.checkpoints import finite
 from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import t5x
 from prompt_tuning.parallel import multihost
 
 FORMAT = "prompt_tuning.train_checkpoint/1"
 METADATA = "metadata.json"
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 _TMP_PREFIX = ".tmp-checkpoint_"
+
+
+class CheckpointError(ValueError):
+  """A training checkpoint that cannot be restored as saved (the message names what and where)."""
 
 
 @dataclasses.dataclass
@@ -185,34 +191,63 @@ class TrainCheckpointer:
   # --------------------------------------------------------------------------- restore
 
   def restore(self, step: int, abstract_state: Any) -> Restored:
-    """Checkpoint `step`, laid out (shapes, dtypes, shardings) like `abstract_state`."""
+    """Checkpoint `step`, laid out (shapes, dtypes, shardings) like `abstract_state`.
+
+    Every array is read back verified: one that is missing, extra, of another shape or dtype
+    than the state's, damaged (a missing or truncated chunk) or not finite is a CheckpointError
+    naming it.
+    """
+    where = self.path(step)
     meta = self._metadata(step)
     if meta is None:
-      raise ValueError(f"{self.path(step)} is not a complete checkpoint (no valid {METADATA})")
-    target = jax.tree.map(_abstract, serialization.to_state_dict(abstract_state))
-    tree = {"train_state": target}
+      raise CheckpointError(f"{where} is not a complete checkpoint (no valid {METADATA})")
+    target = traverse_util.flatten_dict({"train_state": serialization.to_state_dict(abstract_state)},
+                                        sep="/", keep_empty_nodes=True)
     if meta.get("rng_shape") is not None:
-      tree["rng"] = jax.ShapeDtypeStruct(tuple(meta["rng_shape"]), np.uint32)
-    restored = self._checkpointer.restore(os.path.join(self.path(step), "state"),
-                                          args=ocp.args.StandardRestore(tree))
-    state = serialization.from_state_dict(abstract_state, restored["train_state"])
-    finite.refuse_nonfinite(state, f"{self.path(step)} does not restore")
+      target["rng"] = jax.ShapeDtypeStruct(tuple(meta["rng_shape"]), np.uint32)
+    arrays = {n: _abstract(x) for n, x in target.items() if x is not traverse_util.empty_node and x is not None}
+    try:
+      leaves = t5x.open_checkpoint(os.path.join(where, "state")).leaves
+      _check_arrays(leaves, arrays)
+      values = t5x.materialize({n: leaves[n] for n in arrays}, {n: a.sharding for n, a in arrays.items()})
+      values = traverse_util.flatten_dict(values, sep="/")
+      state = serialization.from_state_dict(abstract_state, traverse_util.unflatten_dict(
+          {n: values.get(n, x) for n, x in target.items() if n != "rng"}, sep="/")["train_state"])
+      bad = finite.nonfinite(state)
+      if bad:
+        raise finite.NonFiniteError(f"{', '.join(bad[:3])} hold NaN or infinite values")
+    except (ValueError, OSError) as err:
+      raise CheckpointError(f"{where} does not restore: {' '.join(str(err).split())}; delete that folder "
+                            "to resume from the checkpoint before it, or start a new MODEL_DIR") from None
     if self.frozen_checkpoint and meta.get("frozen_checkpoint") not in (None, self.frozen_checkpoint):
       logging.warning("checkpoint %d was trained on frozen checkpoint %s, but this run uses %s",
                       step, meta["frozen_checkpoint"], self.frozen_checkpoint)
-    return Restored(state, meta.get("data_state", {}), restored.get("rng"), meta, step)
+    return Restored(state, meta.get("data_state", {}), values.get("rng"), meta, step)
 
   def restore_latest(self, abstract_state: Any) -> Optional[Restored]:
-    """The newest checkpoint that restores; torn or partial ones are skipped with a warning."""
+    """The newest complete checkpoint. Incomplete ones (no valid metadata.json: a run killed
+    while writing) are skipped with a warning; a complete one that does not restore is an error
+    (CheckpointError), never a silent fallback to an older state."""
     for step in reversed(self._folders()):
       if self._metadata(step) is None:
         logging.warning("skipping %s: incomplete checkpoint (no valid %s)", self.path(step), METADATA)
         continue
-      try:
-        return self.restore(step, abstract_state)
-      except Exception as err:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous
-        logging.warning("skipping %s: it does not restore (%s)", self.path(step), str(err).splitlines()[0])
+      return self.restore(step, abstract_state)
     return None
+
+
+def _check_arrays(leaves: Mapping[str, Any], arrays: Mapping[str, jax.ShapeDtypeStruct]) -> None:
+  """The stored arrays are exactly the state's, each with its shape and dtype."""
+  missing, extra = sorted(set(arrays) - set(leaves)), sorted(set(leaves) - set(arrays))
+  if missing or extra:
+    parts = ([f"it lacks {', '.join(missing[:3])}"] if missing else []) + (
+        [f"it holds {', '.join(extra[:3])} that this run's state has not"] if extra else [])
+    raise ValueError(f"{'; '.join(parts)} (was the trainable set or the optimizer changed?)")
+  for name, want in arrays.items():
+    leaf = leaves[name]
+    if tuple(leaf.shape) != tuple(want.shape) or np.dtype(leaf.dtype) != np.dtype(want.dtype):
+      raise ValueError(f"array {name!r} is stored as {np.dtype(leaf.dtype)}{list(leaf.shape)} but this "
+                       f"run's state has {np.dtype(want.dtype)}{list(want.shape)}")
 
 
 def checkpoint_steps(model_dir: str) -> list[int]:

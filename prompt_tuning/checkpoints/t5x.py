@@ -64,11 +64,26 @@ class ArrayLeaf(Leaf):
     return out if out.flags.c_contiguous else out.copy()
 
 
+class CheckpointReadError(ValueError):
+  """A stored array that cannot be read as recorded: missing or truncated data, metadata that
+  disagrees with the checkpoint's record, a file cut short. The message names the array."""
+
+
+def _reason(err: BaseException) -> str:
+  return " ".join(str(err).split(" [tensorstore_spec")[0].split())
+
+
 class ZarrLeaf(Leaf):
-  """A zarr array behind a tensorstore spec, opened on first use."""
+  """A zarr array behind a tensorstore spec, opened on first use.
+
+  Reads are strict: a chunk that is missing is an error (tensorstore would otherwise fill it
+  with zeros), and a `.zarray` whose shape or dtype disagrees with what the checkpoint records
+  is an error, each naming the array.
+  """
 
   def __init__(self, name: str, spec: dict, context: Optional[ts.Context] = None):
-    self.name, self._spec, self._context, self._store = name, spec, context, None
+    self.name, self._context, self._store = name, context, None
+    self._spec = {**spec, "fill_missing_data_reads": False}
 
   def assume(self, shape, dtype, compressor: str = "zstd") -> "ZarrLeaf":
     """Reads a folder whose `.zarray` is missing as one chunk of the given shape and dtype."""
@@ -83,12 +98,16 @@ class ZarrLeaf(Leaf):
       kw = {"context": self._context} if self._context is not None else {}
       try:
         self._store = ts.open(self._spec, read=True, open=True, **kw).result()
-      except ValueError as err:  # e.g. `.zarray` missing: fall back to the spec's own metadata
+      except ValueError as err:
+        if "NOT_FOUND" not in str(err):  # e.g. the .zarray's shape or dtype is not the recorded one
+          raise CheckpointReadError(f"array {self.name!r} does not open: {_reason(err)}; the checkpoint is "
+                                    "damaged or was changed after it was written (copy it again)") from None
+        # `.zarray` missing (as in some Orbax checkpoints): read with the spec's own metadata.
         meta = self._spec.get("metadata", {})
         if not {"shape", "chunks"} <= set(meta) or not (meta.get("dtype") or self._spec.get("dtype")):
-          reason = str(err).split(" [tensorstore_spec")[0]
-          raise ValueError(f"cannot open array {self.name!r} ({reason}); its zarr metadata is missing "
-                           "and the checkpoint does not record it: the checkpoint is incomplete") from None
+          raise CheckpointReadError(f"cannot open array {self.name!r} ({_reason(err)}); its zarr metadata is "
+                                    "missing and the checkpoint does not record it: the checkpoint is "
+                                    "incomplete") from None
         self._store = ts.open(self._spec, read=True, assume_metadata=True, **kw).result()
     return self._store
 
@@ -102,7 +121,11 @@ class ZarrLeaf(Leaf):
 
   def read(self, index: tuple = ()) -> np.ndarray:
     store = self._open()
-    return np.asarray((store[index] if index else store).read().result())
+    try:
+      return np.asarray((store[index] if index else store).read().result())
+    except ValueError as err:  # a missing or truncated chunk
+      raise CheckpointReadError(f"array {self.name!r} cannot be read: {_reason(err)}; the checkpoint "
+                                "is damaged (copy it again)") from None
 
 
 # ----------------------------------------------------------------------------- opening
@@ -169,7 +192,7 @@ def _open(path: str) -> Checkpoint:
   if not _store.exists(file):
     raise FileNotFoundError(f"no T5X checkpoint at {path}: expected a `checkpoint` msgpack file or an "
                             "Orbax folder (manifest.ocdbt / _METADATA); pass the checkpoint_N folder")
-  tree = _unpack(_store.read_bytes(file))
+  tree = _unpack(_store.read_bytes(file), file)
   leaves, kinds = {}, set()
   context = ts.Context()
   for name, value in _walk(tree):
@@ -180,6 +203,8 @@ def _open(path: str) -> Checkpoint:
       kinds.add("orbax")
       spec = {"driver": "zarr", "kvstore": _folder_kvstore(_store.join(folder, value[len(_PLACEHOLDER):]))}
       leaves[name] = ZarrLeaf(name, spec, context)
+    elif isinstance(value, _Unreadable):
+      raise CheckpointReadError(f"array {name!r} of {file} cannot be read: {value.reason}")
     elif isinstance(value, np.ndarray):
       leaves[name] = ArrayLeaf(value)
     elif isinstance(value, (int, float, np.generic)) and not isinstance(value, bool):
@@ -218,10 +243,15 @@ def _ocdbt_leaves(base: str) -> dict[str, Leaf]:
   keys, driver = [], "zarr"
   meta_path = _store.join(base, "_METADATA")
   if _store.exists(meta_path):
-    meta = json.loads(_store.read_bytes(meta_path))
+    try:
+      meta = json.loads(_store.read_bytes(meta_path))
+    except ValueError as err:
+      raise CheckpointReadError(f"{meta_path} cannot be read ({err}): the file is cut short or "
+                                "damaged; copy the checkpoint again") from None
     driver = "zarr3" if meta.get("use_zarr3") else "zarr"
     for entry in meta.get("tree_metadata", {}).values():
-      keys.append([str(k["key"]) for k in entry["key_metadata"]])
+      if not (entry.get("value_metadata") or {}).get("skip_deserialize"):  # empty nodes hold no array
+        keys.append([str(k["key"]) for k in entry["key_metadata"]])
   else:
     listing = ts.KvStore.open({"driver": "ocdbt", "base": kv_base}, context=context).result().list().result()
     for key in (k.decode() for k in listing):
@@ -235,15 +265,29 @@ def _ocdbt_leaves(base: str) -> dict[str, Leaf]:
   return dict(sorted(leaves.items()))
 
 
+class _Unreadable:
+  """An inline array whose bytes do not match its recorded shape and dtype (named when found)."""
+
+  def __init__(self, reason: str):
+    self.reason = reason
+
+
 def _ext_hook(code: int, data: bytes):
   if code in (_EXT_NDARRAY, _EXT_NPSCALAR):  # both are (shape, dtype name, raw bytes)
     shape, dtype, buf = msgpack.unpackb(data)
-    return np.frombuffer(buf, dtype=jax.numpy.dtype(dtype)).reshape(shape)
+    try:
+      return np.frombuffer(buf, dtype=jax.numpy.dtype(dtype)).reshape(shape)
+    except (ValueError, TypeError) as err:
+      return _Unreadable(f"{len(buf)} bytes do not hold {dtype} values of shape {tuple(shape)} ({err})")
   return msgpack.ExtType(code, data)
 
 
-def _unpack(data: bytes) -> Any:
-  tree = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+def _unpack(data: bytes, file: str = "checkpoint") -> Any:
+  try:
+    tree = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+  except (ValueError, msgpack.UnpackException) as err:
+    raise CheckpointReadError(f"{file} cannot be read ({err}): the file is cut short or damaged; "
+                              "copy the checkpoint again") from None
   return _unchunk(tree)
 
 
@@ -254,7 +298,12 @@ def _unchunk(tree: Any) -> Any:
   if tree.get("__msgpack_chunked_array__"):
     shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
     chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
-    return np.concatenate([c.reshape(-1) for c in chunks]).reshape(shape)
+    if any(isinstance(c, _Unreadable) for c in chunks):
+      return next(c for c in chunks if isinstance(c, _Unreadable))
+    flat = np.concatenate([c.reshape(-1) for c in chunks])
+    if flat.size != int(np.prod(shape)):
+      return _Unreadable(f"its chunks hold {flat.size} values, not the {int(np.prod(shape))} of shape {shape}")
+    return flat.reshape(shape)
   return {k: _unchunk(v) for k, v in tree.items()}
 
 

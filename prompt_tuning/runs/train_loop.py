@@ -150,7 +150,10 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
                                              keep_best_metric=evaluator_lib.SCORE_KEY,
                                              frozen_checkpoint=restore.path)
-  restored = checkpointer.restore_latest(state)
+  try:
+    restored = checkpointer.restore_latest(state)
+  except state_lib.CheckpointError as err:
+    raise UsageError(str(err)) from None
   start, position = 0, 0
   primary = multihost.is_primary()  # the host that writes files and prints
   say = print if primary else (lambda *_: None)

@@ -105,26 +105,22 @@ def test_a_non_finite_checkpoint_is_not_restored(tmp_path, monkeypatch):
   monkeypatch.setattr(finite, "refuse_nonfinite", lambda tree, what: None)
   ckpt.save(3, _state(3, float("nan")))
   monkeypatch.undo()
-  with pytest.raises(finite.NonFiniteError, match="checkpoint_3 does not restore: prompt/prompt/prompt hold NaN"):
+  with pytest.raises(state_lib.CheckpointError, match="checkpoint_3 does not restore: prompt/prompt/prompt hold NaN"):
     ckpt.restore(3, _state(0))
 
 
 def test_torn_checkpoints_are_skipped(tmp_path, caplog):
   ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
-  for step in (2, 4, 6):
+  for step in (2, 4):
     ckpt.save(step, _state(step, float(step)))
-  os.remove(tmp_path / "checkpoint_6" / "metadata.json")  # killed before the commit marker
-  for d, _, files in os.walk(tmp_path / "checkpoint_4" / "state"):  # data files lost
-    for f in files:
-      if not f.startswith("_"):
-        os.remove(os.path.join(d, f))
+  os.remove(tmp_path / "checkpoint_4" / "metadata.json")  # killed before the commit marker
   os.makedirs(tmp_path / ".tmp-checkpoint_8-deadbeef" / "state")  # a write in progress when killed
+  os.makedirs(tmp_path / ".tmp-checkpoint_6-deleted" / "state")  # killed while deleting checkpoint_6
   with caplog.at_level("WARNING"):
     got = state_lib.TrainCheckpointer(str(tmp_path), keep=None).restore_latest(_state(0))
   assert got.step == 2 and float(got.state.prompt["prompt"]["prompt"][0, 0]) == 2.0
-  text = caplog.text
-  assert "checkpoint_6: incomplete" in text and "checkpoint_4: it does not restore" in text
-  assert not (tmp_path / ".tmp-checkpoint_8-deadbeef").exists()
+  assert "checkpoint_4: incomplete" in caplog.text
+  assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
 
 
 def test_peft_export_on_save(tmp_path):

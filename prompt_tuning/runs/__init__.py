@@ -11,4 +11,5 @@ entry points import it.
   metrics_writer.py  metrics.jsonl, TensorBoard, the progress bar
   configurables.py   the library's functions registered with gin
   launch.py          what the command-line flags ask of the data package before a run
+  peft_export.py     prompts as PEFT adapters, the model's sizes read from the run or checkpoint
 """

@@ -39,9 +39,11 @@ class RestoreCheckpointConfig:
 @dataclasses.dataclass(frozen=True)
 class SaveCheckpointConfig:
   """Every `period` steps (and at the end) a checkpoint; the `keep` best by `eval/score` are kept,
-  plus the latest."""
+  plus the latest. With `peft_export` each checkpoint's prompt is also written as a PyTorch PEFT
+  adapter, MODEL_DIR/prompts/peft_<step>/ (prefix placement, one prompt)."""
   period: int = 1000
   keep: int = 1
+  peft_export: bool = False
 
 
 @gin.configurable(module="prompt_tuning.runs.settings")

@@ -8,7 +8,8 @@ before anything is written to MODEL_DIR; then MODEL_DIR gets
   metrics.jsonl     one JSON object per line: {"step", "train/loss", "eval/<task>/<metric>", ...},
   tensorboard/      the same scalars for TensorBoard,
   checkpoint_<step>/  prompt + optimizer state + data position (resuming continues from the latest),
-  prompts/prompt_<step>.npy  every saved prompt; prompt_best.npy is the early-stopping choice.
+  prompts/prompt_<step>.npy  every saved prompt (and prompts/peft_<step>/ with PEFT_EXPORT = True);
+                    prompt_best.npy is the early-stopping choice.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from prompt_tuning.parallel import multihost
 from prompt_tuning.runs import backbone
 from prompt_tuning.runs import evaluator as evaluator_lib
 from prompt_tuning.runs import metrics_writer
+from prompt_tuning.runs import peft_export
 from prompt_tuning.runs.settings import DatasetConfig
 from prompt_tuning.runs.settings import EvaluationConfig
 from prompt_tuning.runs.settings import RestoreCheckpointConfig
@@ -136,6 +138,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   evaluator = evaluator_lib.Evaluator(model, dataset.mixture_or_task_name, dataset.task_feature_lengths,
                                       evaluation.split, evaluation.batch_size or batch_size,
                                       evaluation.max_examples, evaluation.decode_fn, seed)
+  peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
   frozen = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed)
   tx = optimizer or optim.adafactor()
   state = train_step.TrainState.create(backbone.initial_prompt(frozen, prompt_init, seed), tx)
@@ -149,7 +152,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   # ---------------------------------------------------------------- MODEL_DIR: resume or start
   checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
                                              keep_best_metric=evaluator_lib.SCORE_KEY,
-                                             frozen_checkpoint=restore.path)
+                                             frozen_checkpoint=restore.path, peft_export=peft)
   try:
     restored = checkpointer.restore_latest(state)
   except state_lib.CheckpointError as err:

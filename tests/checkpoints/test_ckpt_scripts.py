@@ -20,7 +20,7 @@ import extract_variable  # noqa: E402
 
 
 @pytest.mark.parametrize("script", ["extract_variable.py", "diff_checkpoints.py", "convert_hf_to_t5x.py",
-                                    "convert_t5x_to_hf.py"])
+                                    "convert_t5x_to_hf.py", "export_peft.py"])
 def test_help(script):
   out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), "--help"],
                        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ROOT})

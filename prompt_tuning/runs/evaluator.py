@@ -3,8 +3,9 @@
 Task metrics come from decoding (greedy by default, as in the paper; any function of
 `prompt_tuning.model.decoding` bound in gin) or, for `*_rank_classification` tasks, from scoring every
 label with `decoding.score`; either way the task's seqio postprocessor and metric functions turn
-outputs into numbers. Metric names are `eval/<task>/<metric>`; `eval/score` is the mean of all
-task metrics, the number early stopping and keep-best use.
+outputs into numbers. Metric names are `eval/<task>/<metric>`; `eval/score` is the mean of the
+metrics of the scored tasks (all of them, or those `score_tasks` names), the number early
+stopping and keep-best use.
 """
 from __future__ import annotations
 
@@ -69,11 +70,19 @@ class Evaluator:
   def __init__(self, module: model_lib.PromptT5, mixture_or_task_name: str,
                feature_lengths: Mapping[str, int], split: str = "validation", batch_size: int = 32,
                max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
-               seed: int = 0):
+               seed: int = 0, score_tasks: Optional[Sequence[str]] = None):
+    """`score_tasks` (None: every task) are the tasks whose metrics make `eval/score`; the others
+    are evaluated and reported but do not choose the best checkpoint."""
     self.module, self.lengths, self.split, self.batch_size = module, dict(feature_lengths), split, batch_size
     tasks = pipeline.leaf_tasks(mixture_or_task_name, split)
     if not tasks:
       raise UsageError(f"{mixture_or_task_name!r} has no {split!r} split to evaluate on")
+    names = [t.name for t in tasks]
+    unknown = sorted(set(score_tasks or ()) - set(names))
+    if unknown:
+      raise UsageError(f"EVAL_SCORE_TASKS names {unknown}, which {mixture_or_task_name!r} does not "
+                       f"evaluate on {split!r}: choose among {names}")
+    self.score_tasks = list(score_tasks) if score_tasks else names
     self.tasks = []
     for task in tasks:
       examples = pipeline.eval_examples(task, self.lengths, split, max_examples)
@@ -153,7 +162,8 @@ class Evaluator:
       metrics[f"eval/{name}/token_accuracy"] = totals["correct"] / tokens
       task_values = self.task_metrics(data, outs)
       metrics.update({f"eval/{name}/{k}": v for k, v in task_values.items()})
-      scores += list(task_values.values())
+      if name in self.score_tasks:
+        scores += list(task_values.values())
       outputs[name] = outs
     if scores:
       metrics[SCORE_KEY] = float(np.mean(scores))

@@ -52,10 +52,13 @@ class EvaluationConfig:
   """Evaluation during training: every `period` steps (and at the end) on `split` (its first
   `max_examples`, None: all), in batches of `batch_size` (None: the training batch), decoding
   with `decode_fn` (None: greedy); stop after `early_stopping_patience` evaluations without
-  gain (None: never)."""
+  gain (None: never). `eval/score`, which picks the best evaluation, is the mean metric of
+  `score_tasks` — None: the tasks the run trains on (a transfer mixture such as
+  `squad_to_mrqa_v100` is then selected on SQuAD dev, as in the paper, not on its targets)."""
   period: int = 1000
   split: str = "validation"
   max_examples: Optional[int] = None
   batch_size: Optional[int] = None
   decode_fn: Optional[Callable] = None
   early_stopping_patience: Optional[int] = None
+  score_tasks: Optional[Sequence[str]] = None

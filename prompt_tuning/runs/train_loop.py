@@ -137,7 +137,8 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   # ---------------------------------------------------------------- validate and build (no writes)
   evaluator = evaluator_lib.Evaluator(model, dataset.mixture_or_task_name, dataset.task_feature_lengths,
                                       evaluation.split, evaluation.batch_size or batch_size,
-                                      evaluation.max_examples, evaluation.decode_fn, seed)
+                                      evaluation.max_examples, evaluation.decode_fn, seed,
+                                      _score_tasks(dataset.mixture_or_task_name, evaluation))
   peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
   frozen = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed)
   tx = optimizer or optim.adafactor()
@@ -236,6 +237,16 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   say(f"done: {step} steps; best {evaluator_lib.SCORE_KEY} "
       f"{math.nan if best_score is None else best_score:.2f} at step {best_step}; outputs in {model_dir}")
   return {"step": step, "best_step": best_step, **best_metrics}
+
+
+def _score_tasks(mixture_or_task_name: str, evaluation: EvaluationConfig) -> Optional[list]:
+  """The tasks whose metrics choose the best evaluation: EVAL_SCORE_TASKS, else the evaluated
+  tasks the run also trains on (None, i.e. all, when it trains on none of them)."""
+  if evaluation.score_tasks:
+    return list(evaluation.score_tasks)
+  trained = {t.name for t in pipeline.leaf_tasks(mixture_or_task_name, "train")}
+  evaluated = [t.name for t in pipeline.leaf_tasks(mixture_or_task_name, evaluation.split)]
+  return [n for n in evaluated if n in trained] or None
 
 
 def _early_stopping_state(restored) -> tuple[Optional[tuple[int, dict]], int]:

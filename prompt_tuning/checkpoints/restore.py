@@ -4,6 +4,10 @@ In the spirit of T5X's `assignment_map` + `fallback_to_scratch`: every model par
 in the checkpoint under its own name, or under the name an assignment rule gives it; a rule with
 `None` (or, with `fallback_to_scratch`, a name the checkpoint lacks) initializes it from scratch.
 Any other disagreement fails naming the parameter, expected vs found.
+
+Names, rules and messages are always the checkpoint's (`encoder/layers_3/...`): a model with
+scanned layers reads each stacked parameter from its `layers_{i}` arrays, shard by shard, so the
+same checkpoints serve both layouts.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ from flax import traverse_util
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.model import layer_stack
 from prompt_tuning.model import params as params_lib
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.model import prompts as prompts_lib
+from prompt_tuning.parallel import multihost
 from prompt_tuning.parallel import partitioning
 
 AssignmentMap = Sequence[tuple[str, Optional[str]]]
@@ -34,9 +40,17 @@ def open_backbone(path: str) -> dict[str, t5x.Leaf]:
 
 
 def expected_frozen(module: model_lib.PromptT5) -> dict[str, jax.ShapeDtypeStruct]:
-  """Name -> shape/dtype of every frozen parameter of the module."""
+  """Name -> shape/dtype of every frozen parameter of the module (in its own layout)."""
   params = nn.meta.unbox(params_lib.abstract_params(module))
-  return traverse_util.flatten_dict(model_lib.split(params)[1], sep="/")
+  return _flat(model_lib.split(params)[1])
+
+
+def _flat(tree) -> dict:
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def _unflat(flat: dict) -> dict:
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def resolve(expected: Sequence[str], available: Sequence[str], assignment_map: AssignmentMap = (),
@@ -98,27 +112,53 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
     mesh = partitioning.create_mesh((1, 1), devices=jax.devices()[:1])
   rules = rules if rules is not None else partitioning.logical_rules()
   expected = expected_frozen(module)
+  named = _flat(layer_stack.unstack_layers(_unflat(expected)))  # the checkpoint's names and shapes
   leaves = open_backbone(path)
-  mapping = resolve(list(expected), list(leaves), assignment_map, fallback_to_scratch)
-  check(mapping, leaves, expected, strict)
-  shardings = traverse_util.flatten_dict(params_lib.shardings(module, mesh, rules)[1], sep="/")
-  wanted = {n: s for n, s in mapping.items() if s}
+  mapping = resolve(list(named), list(leaves), assignment_map, fallback_to_scratch)
+  check(mapping, leaves, named, strict)
+  fresh = {}
+  if any(s is None for s in mapping.values()):
+    rng = rng if rng is not None else jax.random.PRNGKey(0)
+    fresh = _flat(params_lib.init_random_frozen(module, rng, mesh, rules, dtype))
+  sources = _module_sources(mapping, leaves, fresh, module.cfg.scan_layers)
+  shardings = _flat(params_lib.shardings(module, mesh, rules)[1])
   flat = {}
   # Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
   # float32 as the forward pass uses them in float32 (the same split as `model.cast_frozen`).
   for matrices in (True, False):
-    group = {n: s for n, s in wanted.items() if _is_matrix(n) == matrices}
+    group = {n: leaf for n, leaf in sources.items() if leaf is not None and _is_matrix(n) == matrices}
     group_dtype = dtype if matrices or dtype is None else "float32"
-    restored = t5x.materialize({n: leaves[s] for n, s in group.items()},
-                               None if single else traverse_util.unflatten_dict(
-                                   {n: shardings[n] for n in group}, sep="/"), group_dtype)
-    flat.update(traverse_util.flatten_dict(restored, sep="/"))
-  scratch = [n for n, s in mapping.items() if s is None]
-  if scratch:
-    rng = rng if rng is not None else jax.random.PRNGKey(0)
-    fresh = traverse_util.flatten_dict(params_lib.init_random_frozen(module, rng, mesh, rules, dtype), sep="/")
-    flat.update({n: jax.device_put(fresh[n], jax.devices()[0]) if single else fresh[n] for n in scratch})
-  return traverse_util.unflatten_dict(flat, sep="/")
+    restored = t5x.materialize(group, None if single else _unflat({n: shardings[n] for n in group}),
+                               group_dtype)
+    flat.update(_flat(restored))
+  for name in (n for n, leaf in sources.items() if leaf is None):  # wholly from scratch
+    flat[name] = jax.device_put(fresh[name], jax.devices()[0]) if single else fresh[name]
+  return _unflat(flat)
+
+
+def _module_sources(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Leaf],
+                    fresh: dict[str, jax.Array], scanned: bool) -> dict[str, Optional[t5x.Leaf]]:
+  """Module parameter name -> the leaf to read it from, None where it is wholly from scratch.
+
+  With scanned layers each stacked parameter reads its `layers_{i}` leaves; in a stack that is
+  only partly in the checkpoint (a deeper model, or layers remapped to None) the missing layers
+  are read from the fresh random weights.
+  """
+  by_name = {n: leaves[s] if s else None for n, s in mapping.items()}
+  if not scanned:
+    return by_name
+  out = {}
+  for name, parts in _flat(layer_stack.stack_layers(_unflat(by_name), stack=list)).items():
+    if isinstance(parts, list):  # one stacked parameter's layers
+      if all(p is None for p in parts):
+        parts = None
+      else:
+        if any(p is None for p in parts):
+          host = np.asarray(multihost.fetch(fresh[name]))
+          parts = [t5x.ArrayLeaf(host[i]) if p is None else p for i, p in enumerate(parts)]
+        parts = t5x.StackedLeaf(parts)
+    out[name] = parts
+  return out
 
 
 def restore_prompt(module: model_lib.PromptT5, frozen: dict, *, path: Optional[str] = None,

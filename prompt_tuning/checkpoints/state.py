@@ -34,6 +34,7 @@ from flax import traverse_util
 from prompt_tuning.checkpoints import finite
 from prompt_tuning.checkpoints import prompt_io
 from prompt_tuning.checkpoints import t5x
+from prompt_tuning.config.errors import ConfigError
 from prompt_tuning.parallel import multihost
 
 FORMAT = "prompt_tuning.train_checkpoint/1"
@@ -63,11 +64,14 @@ class TrainCheckpointer:
   frozen_checkpoint: path of the backbone this run tunes on, recorded in every checkpoint.
   peft_export: if given, `prompt_io.save_peft` keyword arguments (num_layers,
   num_attention_heads, ...): each save also writes `prompts/peft_{step}/`.
+  scan_layers: the model's layer layout (`T5Config.scan_layers`), recorded in every checkpoint;
+  restoring one saved with the other layout is refused, since a state that holds layer
+  parameters (or their optimizer statistics) is shaped by it.
   """
 
   def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_best_metric: Optional[str] = None,
                mode: str = "max", frozen_checkpoint: Optional[str] = None,
-               peft_export: Optional[Mapping[str, Any]] = None):
+               peft_export: Optional[Mapping[str, Any]] = None, scan_layers: bool = False):
     if mode not in ("max", "min"):
       raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     if keep is not None and keep < 1:
@@ -76,6 +80,7 @@ class TrainCheckpointer:
     self.keep, self.metric, self.mode = keep, keep_best_metric, mode
     self.frozen_checkpoint = frozen_checkpoint
     self.peft_export = dict(peft_export) if peft_export else None
+    self.scan_layers = bool(scan_layers)
     if multihost.is_primary():
       os.makedirs(self.model_dir, exist_ok=True)
       self._remove_leftovers()
@@ -153,7 +158,8 @@ class TrainCheckpointer:
       meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
               "data_state": dict(data_state or {}),
               "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-              "rng_shape": rng_shape, "prompt_shape": list(prompt.shape), "time": time.time()}
+              "rng_shape": rng_shape, "prompt_shape": list(prompt.shape),
+              "scan_layers": self.scan_layers, "time": time.time()}
       with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
         json.dump(strict_json(meta), f, indent=1, allow_nan=False)
         f.flush()
@@ -201,6 +207,7 @@ class TrainCheckpointer:
     meta = self._metadata(step)
     if meta is None:
       raise CheckpointError(f"{where} is not a complete checkpoint (no valid {METADATA})")
+    self._check_layout(step, meta)
     target = traverse_util.flatten_dict({"train_state": serialization.to_state_dict(abstract_state)},
                                         sep="/", keep_empty_nodes=True)
     if meta.get("rng_shape") is not None:
@@ -223,6 +230,14 @@ class TrainCheckpointer:
       logging.warning("checkpoint %d was trained on frozen checkpoint %s, but this run uses %s",
                       step, meta["frozen_checkpoint"], self.frozen_checkpoint)
     return Restored(state, meta.get("data_state", {}), values.get("rng"), meta, step)
+
+  def _check_layout(self, step: int, meta: dict) -> None:
+    saved = bool(meta.get("scan_layers", False))  # checkpoints before scanned layers: unrolled
+    if saved != self.scan_layers:
+      raise ConfigError(
+          f"{self.path(step)} was saved with SCAN_LAYERS = {saved} but this run has SCAN_LAYERS = "
+          f"{self.scan_layers}: set SCAN_LAYERS = {saved} to resume it, or start a new MODEL_DIR "
+          f"(its prompt, {self.prompt_path(step)}, works with either layout as a PROMPT_FILE)")
 
   def restore_latest(self, abstract_state: Any) -> Optional[Restored]:
     """The newest complete checkpoint. Incomplete ones (no valid metadata.json: a run killed

@@ -128,6 +128,24 @@ class ZarrLeaf(Leaf):
                                 "is damaged (copy it again)") from None
 
 
+class StackedLeaf(Leaf):
+  """Leaves of one shape stacked on a new leading axis (a scanned model's `layers` parameters
+  read from `layers_{i}` arrays): a slice reads only the layers, and the part of each, it covers."""
+
+  def __init__(self, parts: list[Leaf]):
+    self._parts = list(parts)
+    self.shape = (len(self._parts),) + tuple(self._parts[0].shape)
+    self.dtype = np.result_type(*(part.dtype for part in self._parts))
+
+  def read(self, index: tuple = ()) -> np.ndarray:
+    index = tuple(index)
+    layers, rest = (index[0], index[1:]) if index else (slice(None), ())
+    chosen = range(len(self._parts))[layers]
+    if isinstance(chosen, int):
+      return self._parts[chosen].read(rest).astype(self.dtype, copy=False)
+    return np.stack([self._parts[i].read(rest).astype(self.dtype, copy=False) for i in chosen])
+
+
 # ----------------------------------------------------------------------------- opening
 
 

@@ -153,7 +153,8 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   # ---------------------------------------------------------------- MODEL_DIR: resume or start
   checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
                                              keep_best_metric=evaluator_lib.SCORE_KEY,
-                                             frozen_checkpoint=restore.path, peft_export=peft)
+                                             frozen_checkpoint=restore.path, peft_export=peft,
+                                             scan_layers=model.cfg.scan_layers)
   try:
     restored = checkpointer.restore_latest(state)
   except state_lib.CheckpointError as err:

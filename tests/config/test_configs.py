@@ -52,11 +52,12 @@ def test_default_finetune_config_is_the_papers_setup():
   assert decode_fn.__name__ == "greedy"
   assert optimizer is not None
   assert model.cfg.remat == "none" and model.cfg.attention == "xla" and q("%PACK") is False
+  assert model.cfg.scan_layers is False
 
 
 def test_memory_and_attention_settings_reach_the_model():
-  model = _parse(["models/t5_1_1_xxl_prompt.gin"], ["REMAT='full'", "ATTENTION='fused'"])[0]
-  assert model.cfg.remat == "full" and model.cfg.attention == "fused"
+  model = _parse(["models/t5_1_1_xxl_prompt.gin"], ["REMAT='full'", "ATTENTION='fused'", "SCAN_LAYERS=True"])[0]
+  assert model.cfg.remat == "full" and model.cfg.attention == "fused" and model.cfg.scan_layers
 
 
 @pytest.mark.parametrize("size", sorted(t5.SIZES))

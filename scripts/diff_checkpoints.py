@@ -1,22 +1,25 @@
 """Compares two checkpoints variable by variable: names, shapes, dtypes and values.
 
-Both may be T5X checkpoints of any layout (local or gs://) or this project's training
-checkpoints. Exit status: 0 identical (within --atol), 1 different, 2 error. Example:
+Each may be a T5X checkpoint of any layout (local or gs://), this project's training checkpoint
+(MODEL_DIR/checkpoint_<step>, or a MODEL_DIR for its newest one) or a Hugging Face T5 1.1 folder
+(under T5X names, so with --params_only it compares with the T5X checkpoint it came from).
+Exit status: 0 identical (within --atol), 1 different, 2 error. Example:
 
-  python scripts/diff_checkpoints.py run_a/checkpoint_1000/state run_b/checkpoint_1000/state
+  python scripts/diff_checkpoints.py run_a/checkpoint_1000 run_b/checkpoint_1000
   python scripts/diff_checkpoints.py --params_only ckpt_a ckpt_b
+  python scripts/diff_checkpoints.py --params_only t5x/checkpoint_1100000 ~/models/t5-base-lm-adapt
 """
 import argparse
 import sys
 
 import numpy as np
 
-from prompt_tuning.checkpoints import t5x
+from prompt_tuning.checkpoints import reader
 
 
 def diff(a: str, b: str, atol: float = 0.0, params_only: bool = False) -> list[str]:
   """Human-readable differences between two checkpoints (empty when they agree)."""
-  ca, cb = t5x.open_checkpoint(a), t5x.open_checkpoint(b)
+  ca, cb = reader.open_any(a), reader.open_any(b)
   la, lb = (ca.params(), cb.params()) if params_only else (ca.leaves, cb.leaves)
   lines = [f"only in A: {n}" for n in sorted(set(la) - set(lb))]
   lines += [f"only in B: {n}" for n in sorted(set(lb) - set(la))]

@@ -1,34 +1,27 @@
 """Writes one variable of a checkpoint to a float .npy file.
 
-Reads T5X checkpoints (msgpack, TensorStore, Orbax; local or gs://), this project's training
-checkpoints (checkpoint_N/state) and Hugging Face T5 1.1 folders (by T5X name). Examples:
+Reads T5X checkpoints (msgpack, TensorStore, Orbax / OCDBT; local or gs://), this project's
+training checkpoints (MODEL_DIR/checkpoint_<step>, or a MODEL_DIR for its newest checkpoint;
+the prompt is `prompt/prompt`) and Hugging Face T5 1.1 folders (by T5X name). Names may be
+given relative to the parameters (`token_embedder/embedding`) or in full. Examples:
 
   python scripts/extract_variable.py gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000 \\
       token_embedder/embedding embedding.npy
-  python scripts/extract_variable.py MODEL_DIR/checkpoint_3000/state train_state/prompt/prompt/prompt prompt.npy
+  python scripts/extract_variable.py MODEL_DIR/checkpoint_3000 prompt/prompt prompt.npy
+  python scripts/extract_variable.py ~/models/t5-base-lm-adapt --list
 """
 import argparse
 import sys
 
 import numpy as np
 
-from prompt_tuning.checkpoints import hf
-from prompt_tuning.checkpoints import t5x
-
-
-def read(path: str, name: str) -> np.ndarray:
-  if hf.is_hf_checkpoint(path):
-    leaves, _ = hf.open_hf_t5(path)
-    if name not in leaves:
-      raise KeyError(f"{name!r} is not a T5X name of this Hugging Face model (e.g. token_embedder/embedding)")
-    return leaves[name].value()
-  return t5x.read_variable(path, name)
+from prompt_tuning.checkpoints import reader
 
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("checkpoint", help="checkpoint folder (or msgpack file), local or gs://")
+  ap.add_argument("checkpoint", help="checkpoint folder (or msgpack file, MODEL_DIR, Hugging Face folder), local or gs://")
   ap.add_argument("name", nargs="?", help="variable name, '/' or '.' separated; omit with --list")
   ap.add_argument("output", nargs="?", help="the .npy file to write")
   ap.add_argument("--list", action="store_true", help="print every variable with its shape and dtype")
@@ -36,12 +29,12 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   try:
     if args.list:
-      for name, (shape, dtype) in t5x.list_variables(args.checkpoint).items():
-        print(f"{name}\t{tuple(shape)}\t{dtype}")
+      for name, leaf in reader.open_any(args.checkpoint).leaves.items():
+        print(f"{name}\t{tuple(leaf.shape)}\t{leaf.dtype}")
       return 0
     if not args.name or not args.output:
       ap.error("give NAME and OUTPUT (or --list)")
-    value = read(args.checkpoint, args.name)
+    value = reader.open_any(args.checkpoint).leaf(args.name).value()
     if args.dtype or value.dtype.name == "bfloat16":
       value = value.astype(args.dtype or np.float32)
     np.save(args.output, value, allow_pickle=False)

@@ -4,8 +4,9 @@ Three on-disk layouts exist, all handled here:
   * "msgpack": one flax-msgpack file, every array inline (oldest checkpoints, tiny tests);
   * "tensorstore": the legacy T5X layout of the released checkpoints: a msgpack `checkpoint` file
     whose large arrays are zarr specs pointing at `target.<dotted.name>` folders (gzip);
-  * "orbax" / "ocdbt": Orbax checkpoints, either one zarr folder per array named by a
-    `PLACEHOLDER://` string in `checkpoint`, or a single OCDBT key-value store (`manifest.ocdbt`).
+  * "orbax" / "ocdbt": Orbax checkpoints, either one zarr folder per array (named by a
+    `PLACEHOLDER://` string in `checkpoint`, or by `_METADATA` when written with
+    `use_ocdbt=False`), or a single OCDBT key-value store (`manifest.ocdbt`).
 
 Everything becomes a flat `{name: Leaf}` map; a Leaf reads any rectangular slice, so a sharded
 restore reads only each device's shard and casts it on the way (an XXL f32 checkpoint never
@@ -32,7 +33,9 @@ from prompt_tuning.checkpoints import _store
 
 LAYOUTS = ("msgpack", "tensorstore", "orbax", "ocdbt")
 # Where the model parameters sit inside each layout's state tree, most specific first.
-PARAM_ROOTS = ("optimizer/target", "_optimizer/target", "state/target", "target", "params")
+# (The last two: this project's training checkpoints, which hold the trainable parameters.)
+PARAM_ROOTS = ("optimizer/target", "_optimizer/target", "state/target", "target", "params",
+               "train_state/params", "train_state/prompt")
 _PLACEHOLDER = "PLACEHOLDER://"
 _EXT_NDARRAY, _EXT_NPSCALAR = 1, 3  # flax.serialization's msgpack extension codes
 
@@ -151,13 +154,19 @@ class StackedLeaf(Leaf):
 
 @dataclasses.dataclass
 class Checkpoint:
-  """A T5X checkpoint's arrays by '/'-joined name (e.g. `optimizer/target/encoder/...`)."""
+  """A T5X checkpoint's arrays by '/'-joined name (e.g. `optimizer/target/encoder/...`).
+
+  `root` names where the parameters are when the layout says so ("": every array is one, as in
+  a Hugging Face folder read under T5X names); None: the first of PARAM_ROOTS present."""
   path: str
   layout: str
   leaves: dict[str, Leaf]
+  root: Optional[str] = None
 
   @property
   def params_root(self) -> str:
+    if self.root is not None:
+      return self.root
     for root in PARAM_ROOTS:
       if any(n.startswith(root + "/") for n in self.leaves):
         return root
@@ -165,6 +174,8 @@ class Checkpoint:
 
   def params(self) -> dict[str, Leaf]:
     """The model parameters only (`target/...`), named as in the model (`encoder/...`)."""
+    if self.root == "":
+      return dict(self.leaves)
     root = self.params_root
     if not root:
       raise ValueError(f"{self.path}: no parameters under any of {', '.join(PARAM_ROOTS)}; "
@@ -204,8 +215,9 @@ def _open(path: str) -> Checkpoint:
   folder = _checkpoint_dir(path)
   for sub in ("", "state"):  # Orbax managers may nest the state item one level down
     base = _store.join(folder, sub) if sub else folder
-    if _store.exists(_store.join(base, "manifest.ocdbt")) or _store.exists(_store.join(base, "_METADATA")):
-      return Checkpoint(path, "ocdbt", _ocdbt_leaves(base))
+    ocdbt = _store.exists(_store.join(base, "manifest.ocdbt"))
+    if ocdbt or _store.exists(_store.join(base, "_METADATA")):
+      return Checkpoint(path, "ocdbt" if ocdbt else "orbax", _ocdbt_leaves(base, ocdbt))
   file = path if (not _store.is_remote(path) and os.path.isfile(path)) else _store.join(folder, "checkpoint")
   if not _store.exists(file):
     raise FileNotFoundError(f"no T5X checkpoint at {path}: expected a `checkpoint` msgpack file or an "
@@ -254,8 +266,9 @@ def _localize(spec: dict, folder: str) -> dict:
   return spec
 
 
-def _ocdbt_leaves(base: str) -> dict[str, Leaf]:
-  """Arrays of an Orbax OCDBT checkpoint, named from `_METADATA` (or the store's own keys)."""
+def _ocdbt_leaves(base: str, ocdbt: bool = True) -> dict[str, Leaf]:
+  """Arrays of an Orbax checkpoint, named from `_METADATA` (or the store's own keys): in one
+  OCDBT store, or (`ocdbt=False`, Orbax's `use_ocdbt=False`) one zarr folder per array."""
   kv_base = _folder_kvstore(base)
   context = ts.Context()
   keys, driver = [], "zarr"
@@ -278,7 +291,9 @@ def _ocdbt_leaves(base: str) -> dict[str, Leaf]:
         keys.append(key.rsplit("/", 1)[0].split("."))
   leaves = {}
   for parts in keys:
-    spec = {"driver": driver, "kvstore": {"driver": "ocdbt", "base": kv_base, "path": ".".join(parts)}}
+    kvstore = ({"driver": "ocdbt", "base": kv_base, "path": ".".join(parts)} if ocdbt
+               else _folder_kvstore(_store.join(base, ".".join(parts))))
+    spec = {"driver": driver, "kvstore": kvstore}
     leaves["/".join(parts)] = ZarrLeaf("/".join(parts), spec, context)
   return dict(sorted(leaves.items()))
 

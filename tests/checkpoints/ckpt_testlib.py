@@ -83,3 +83,13 @@ def assert_logits_match(ours, torch_model, inp, dec, tgt, atol=1e-4):
                          decoder_attention_mask=torch.tensor(tgt > 0)).logits.numpy()
   valid = tgt > 0
   np.testing.assert_allclose(np.asarray(ours)[valid], theirs[valid], atol=atol, rtol=0)
+
+
+def write_orbax(path, params, ocdbt=True, step=None):
+  """`params` as an Orbax checkpoint under `target/`: one OCDBT store, or (ocdbt=False) one
+  zarr folder per array, as Orbax writes with use_ocdbt=False."""
+  import orbax.checkpoint as ocp
+  tree = {"target": params, **({"state": {"step": np.asarray(step, np.int32)}} if step is not None else {})}
+  handler = ocp.PyTreeCheckpointHandler(use_ocdbt=ocdbt)
+  ocp.Checkpointer(handler).save(str(path), args=ocp.args.PyTreeSave(tree))
+  return str(path)

@@ -23,12 +23,9 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import convert_t5x_to_hf  # noqa: E402
 
 
-def _ocdbt(tmp_path):
-  import orbax.checkpoint as ocp
+def _orbax(tmp_path, ocdbt):
   params = jax.tree.map(np.asarray, t5x.load_t5x_params(lib.TENSORSTORE))
-  path = str(tmp_path / "ocdbt" / "1")
-  ocp.PyTreeCheckpointer().save(path, {"target": params, "state": {"step": np.asarray(3, np.int32)}})
-  return path
+  return lib.write_orbax(tmp_path / "orbax" / "1", params, ocdbt=ocdbt, step=3)
 
 
 def _logits(params, cfg):
@@ -37,11 +34,11 @@ def _logits(params, cfg):
   return np.asarray(jax.jit(module.apply)({"params": params}, inp, dec, tgt)), (inp, dec, tgt)
 
 
-@pytest.mark.parametrize("layout", ["msgpack", "tensorstore", "ocdbt"])
+@pytest.mark.parametrize("layout", ["msgpack", "tensorstore", "orbax", "ocdbt"])
 def test_t5x_to_hf_to_project_round_trip(layout, tmp_path, capsys):
   src, cfg = {"msgpack": (lib.MSGPACK, lib.MSGPACK_CFG), "tensorstore": (lib.TENSORSTORE, lib.TENSORSTORE_CFG),
-              "ocdbt": (None, lib.TENSORSTORE_CFG)}[layout]
-  src = src or _ocdbt(tmp_path)
+              "orbax": (None, lib.TENSORSTORE_CFG), "ocdbt": (None, lib.TENSORSTORE_CFG)}[layout]
+  src = src or _orbax(tmp_path, ocdbt=layout == "ocdbt")
   assert t5x.detect_layout(src) == layout
   out = str(tmp_path / "hf")
   distance = ["--relative_attention_max_distance", str(cfg.relative_attention_max_distance)]

@@ -101,9 +101,12 @@ def _is_matrix(name: str) -> bool:
 def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=None,
                    dtype: Any = None, assignment_map: AssignmentMap = (),
                    fallback_to_scratch: bool = False, strict: bool = True,
-                   rng: Optional[jax.Array] = None) -> dict:
-  """The frozen backbone, read shard by shard into the mesh layout and cast to `dtype`.
+                   rng: Optional[jax.Array] = None, trainable: Sequence[str] = ()) -> dict:
+  """The backbone (every parameter but the prompt), read shard by shard into the mesh layout.
 
+  Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
+  float32 as the forward pass uses them in float32 (the same split as `model.cast_frozen`), and
+  parameters matched by the `trainable` patterns are always float32, the precision they train in.
   `mesh`/`rules` default to a single device and the standard rules. Parameters restored from
   scratch are randomly initialized (from `rng`) in place.
   """
@@ -119,21 +122,30 @@ def restore_frozen(module: model_lib.PromptT5, path: str, *, mesh=None, rules=No
   fresh = {}
   if any(s is None for s in mapping.values()):
     rng = rng if rng is not None else jax.random.PRNGKey(0)
-    fresh = _flat(params_lib.init_random_frozen(module, rng, mesh, rules, dtype))
+    fresh = _flat(params_lib.init_random_frozen(module, rng, mesh, rules, dtype, trainable))
   sources = _module_sources(mapping, leaves, fresh, module.cfg.scan_layers)
   shardings = _flat(params_lib.shardings(module, mesh, rules)[1])
+  groups: dict[Any, dict[str, t5x.Leaf]] = {}
+  for name, leaf in sources.items():
+    if leaf is not None:
+      groups.setdefault(_stored_dtype(name, dtype, trainable), {})[name] = leaf
   flat = {}
-  # Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
-  # float32 as the forward pass uses them in float32 (the same split as `model.cast_frozen`).
-  for matrices in (True, False):
-    group = {n: leaf for n, leaf in sources.items() if leaf is not None and _is_matrix(n) == matrices}
-    group_dtype = dtype if matrices or dtype is None else "float32"
+  for group_dtype, group in groups.items():
     restored = t5x.materialize(group, None if single else _unflat({n: shardings[n] for n in group}),
                                group_dtype)
     flat.update(_flat(restored))
   for name in (n for n, leaf in sources.items() if leaf is None):  # wholly from scratch
     flat[name] = jax.device_put(fresh[name], jax.devices()[0]) if single else fresh[name]
   return _unflat(flat)
+
+
+def _stored_dtype(name: str, dtype: Any, trainable: Sequence[str]) -> Any:
+  """Matrices (kernels, embedding) take `dtype`; norm scales and relative-position tables stay
+  float32 as the forward pass uses them in float32 (the same split as `model.cast_frozen`), and
+  so does whatever trains."""
+  if model_lib.is_trainable(name, trainable):
+    return "float32"
+  return dtype if _is_matrix(name) or dtype is None else "float32"
 
 
 def _module_sources(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Leaf],

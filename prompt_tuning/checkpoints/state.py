@@ -1,14 +1,18 @@
-"""Training checkpoints that hold only what prompt tuning changes, written atomically.
+"""Training checkpoints that hold only what tuning changes, written atomically.
 
 A checkpoint is `MODEL_DIR/checkpoint_{step}/` with
-  state/          Orbax: the TrainState (step, prompt, optimizer state) and the RNG key data;
-  metadata.json   step, data-iterator position, metrics, and the frozen checkpoint it depends on.
-The frozen backbone is never written: resuming reads it again from `frozen_checkpoint`.
+  state/          Orbax: the TrainState (step, trainable parameters, optimizer state) and the RNG
+                  key data;
+  metadata.json   step, data-iterator position, metrics, the frozen checkpoint it depends on and
+                  the TRAINABLE patterns.
+The frozen parameters are never written: resuming reads them again from `frozen_checkpoint`.
+Whatever trains (a prompt, a few layers, every weight), the same code saves and restores it.
 
 Each save is assembled in a hidden temporary folder and renamed into place, with metadata.json
 written last, so a run killed at any moment leaves either a whole checkpoint or a leftover that
-restore skips with a warning, falling back to the previous checkpoint. Every save also exports
-the prompt as `MODEL_DIR/prompts/prompt_{step}.npy` (and, on request, a PEFT adapter folder).
+restore skips with a warning, falling back to the previous checkpoint. When a prompt trains, every
+save also exports it as `MODEL_DIR/prompts/prompt_{step}.npy` (and, on request, a PEFT adapter
+folder).
 
 In a multi-host job every host calls `save` and `restore` on the same (shared) MODEL_DIR; the
 primary host alone creates, renames and deletes folders, the others waiting at barriers.
@@ -23,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -37,10 +41,13 @@ from prompt_tuning.checkpoints import t5x
 from prompt_tuning.config.errors import ConfigError
 from prompt_tuning.parallel import multihost
 
-FORMAT = "prompt_tuning.train_checkpoint/1"
+FORMAT = "prompt_tuning.train_checkpoint/2"
+# Format 1 named the trainable subtree `prompt` (it could only be the prompt); it still restores.
+_FORMAT_1 = "prompt_tuning.train_checkpoint/1"
 METADATA = "metadata.json"
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 _TMP_PREFIX = ".tmp-checkpoint_"
+_FORMAT_1_NAME = re.compile(r"^train_state/prompt/")
 
 
 class CheckpointError(ValueError):
@@ -62,6 +69,8 @@ class TrainCheckpointer:
   keep: how many checkpoints to keep (None: all). With `keep_best_metric`, the `keep` best by
   that metric (`mode` "max" or "min") are kept, plus always the latest, which resuming needs.
   frozen_checkpoint: path of the backbone this run tunes on, recorded in every checkpoint.
+  trainable: the run's TRAINABLE patterns, recorded in every checkpoint (a later run whose state
+  does not fit is told which patterns it was saved with).
   peft_export: if given, `prompt_io.save_peft` keyword arguments (num_layers,
   num_attention_heads, ...): each save also writes `prompts/peft_{step}/`.
   scan_layers: the model's layer layout (`T5Config.scan_layers`), recorded in every checkpoint;
@@ -71,7 +80,8 @@ class TrainCheckpointer:
 
   def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_best_metric: Optional[str] = None,
                mode: str = "max", frozen_checkpoint: Optional[str] = None,
-               peft_export: Optional[Mapping[str, Any]] = None, scan_layers: bool = False):
+               peft_export: Optional[Mapping[str, Any]] = None, scan_layers: bool = False,
+               trainable: Optional[Sequence[str]] = None):
     if mode not in ("max", "min"):
       raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     if keep is not None and keep < 1:
@@ -79,6 +89,7 @@ class TrainCheckpointer:
     self.model_dir = os.path.abspath(model_dir)
     self.keep, self.metric, self.mode = keep, keep_best_metric, mode
     self.frozen_checkpoint = frozen_checkpoint
+    self.trainable = list(trainable) if trainable is not None else None
     self.peft_export = dict(peft_export) if peft_export else None
     self.scan_layers = bool(scan_layers)
     if multihost.is_primary():
@@ -156,9 +167,9 @@ class TrainCheckpointer:
     final = self.path(step)
     if multihost.is_primary():
       meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
-              "data_state": dict(data_state or {}),
+              "trainable": self.trainable, "data_state": dict(data_state or {}),
               "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-              "rng_shape": rng_shape, "prompt_shape": list(prompt.shape),
+              "rng_shape": rng_shape, "prompt_shape": None if prompt is None else list(prompt.shape),
               "scan_layers": self.scan_layers, "time": time.time()}
       with open(os.path.join(tmp, METADATA), "w") as f:  # last: its presence marks completeness
         json.dump(strict_json(meta), f, indent=1, allow_nan=False)
@@ -167,8 +178,9 @@ class TrainCheckpointer:
       if os.path.exists(final):  # re-saving a step (e.g. after a resume): swap the old one out
         self._discard(step)
       os.rename(tmp, final)
-      prompt_io.save_npy(self.prompt_path(step), prompt)
-      if self.peft_export:
+      if prompt is not None:
+        prompt_io.save_npy(self.prompt_path(step), prompt)
+      if prompt is not None and self.peft_export:
         prompt_io.save_peft(os.path.join(self.model_dir, "prompts", f"peft_{step}"), prompt,
                             **self.peft_export)
       self._garbage_collect()
@@ -215,7 +227,9 @@ class TrainCheckpointer:
     arrays = {n: _abstract(x) for n, x in target.items() if x is not traverse_util.empty_node and x is not None}
     try:
       leaves = t5x.open_checkpoint(os.path.join(where, "state")).leaves
-      _check_arrays(leaves, arrays)
+      if meta["format"] == _FORMAT_1:
+        leaves = {_FORMAT_1_NAME.sub("train_state/params/", n): leaf for n, leaf in leaves.items()}
+      _check_arrays(leaves, arrays, meta.get("trainable"))
       values = t5x.materialize({n: leaves[n] for n in arrays}, {n: a.sharding for n, a in arrays.items()})
       values = traverse_util.flatten_dict(values, sep="/")
       state = serialization.from_state_dict(abstract_state, traverse_util.unflatten_dict(
@@ -251,13 +265,15 @@ class TrainCheckpointer:
     return None
 
 
-def _check_arrays(leaves: Mapping[str, Any], arrays: Mapping[str, jax.ShapeDtypeStruct]) -> None:
+def _check_arrays(leaves: Mapping[str, Any], arrays: Mapping[str, jax.ShapeDtypeStruct],
+                  trainable: Optional[Sequence[str]] = None) -> None:
   """The stored arrays are exactly the state's, each with its shape and dtype."""
   missing, extra = sorted(set(arrays) - set(leaves)), sorted(set(leaves) - set(arrays))
   if missing or extra:
     parts = ([f"it lacks {', '.join(missing[:3])}"] if missing else []) + (
         [f"it holds {', '.join(extra[:3])} that this run's state has not"] if extra else [])
-    raise ValueError(f"{'; '.join(parts)} (was the trainable set or the optimizer changed?)")
+    saved_with = f" It was saved with TRAINABLE = {trainable}." if trainable is not None else ""
+    raise ValueError(f"{'; '.join(parts)} (was the trainable set or the optimizer changed?{saved_with})")
   for name, want in arrays.items():
     leaf = leaves[name]
     if tuple(leaf.shape) != tuple(want.shape) or np.dtype(leaf.dtype) != np.dtype(want.dtype):
@@ -276,7 +292,7 @@ def read_metadata(model_dir: str, step: int) -> Optional[dict]:
   try:
     with open(os.path.join(model_dir, f"checkpoint_{step}", METADATA)) as f:
       meta = json.load(f)
-    return meta if meta.get("format") == FORMAT and meta.get("step") == step else None
+    return meta if meta.get("format") in (FORMAT, _FORMAT_1) and meta.get("step") == step else None
   except (OSError, ValueError):
     return None
 
@@ -304,6 +320,7 @@ def _key_data(rng: jax.Array) -> np.ndarray:
   return np.asarray(multihost.fetch(rng), np.uint32)
 
 
-def _prompt_of(state: Any) -> np.ndarray:
-  prompt = state.prompt if hasattr(state, "prompt") else state["prompt"]
-  return prompt_io._as_prompt(prompt)
+def _prompt_of(state: Any) -> Optional[np.ndarray]:
+  """The prompt [P, d] when the trainable parameters hold one, else None (e.g. model tuning)."""
+  params = state.params if hasattr(state, "params") else state["params"]
+  return prompt_io._as_prompt(params) if "prompt" in params else None

@@ -5,10 +5,11 @@ logical axes of every parameter before any array exists; `jax.eval_shape` gives 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 from flax import linen as nn
+from flax import traverse_util
 
 from prompt_tuning.model import prompted
 from prompt_tuning.parallel import partitioning
@@ -21,22 +22,29 @@ def abstract_params(module: prompted.PromptT5) -> Any:
   return jax.eval_shape(lambda: prompted.init_params(module, jax.random.PRNGKey(0)))
 
 
-def shardings(module: prompted.PromptT5, mesh, rules) -> tuple[Any, Any]:
-  """(prompt shardings, frozen shardings) on `mesh` for the module's parameters."""
+def names(module: prompted.PromptT5) -> list[str]:
+  """The '/'-joined name of every parameter (what TRAINABLE patterns match)."""
+  return list(traverse_util.flatten_dict(nn.meta.unbox(abstract_params(module)), sep="/"))
+
+
+def shardings(module: prompted.PromptT5, mesh, rules,
+              trainable: Sequence[str] = prompted.DEFAULT_TRAINABLE) -> tuple[Any, Any]:
+  """(trainable shardings, frozen shardings) on `mesh` for the module's parameters."""
   specs = partitioning.logical_specs(abstract_params(module))
   named = partitioning.mesh_shardings(specs, mesh, rules)
-  return prompted.split(named)
+  return prompted.split(named, trainable)
 
 
 def init_random_frozen(module: prompted.PromptT5, rng: Array, mesh, rules,
-                       dtype: Optional[str] = None) -> Any:
-  """Randomly initialized frozen weights, created directly in their sharded layout."""
+                       dtype: Optional[str] = None, trainable: Sequence[str] = ()) -> Any:
+  """Random backbone weights (all but the prompt), created directly in their sharded layout;
+  matrices in `dtype` except those matched by `trainable` (float32)."""
   _, frozen_shardings = shardings(module, mesh, rules)
 
   def init():
     params = nn.meta.unbox(prompted.init_params(module, rng))
     frozen = prompted.split(params)[1]
-    return prompted.cast_frozen(frozen, dtype) if dtype else frozen
+    return prompted.cast_frozen(frozen, dtype, trainable) if dtype else frozen
 
   with partitioning.activation_context(mesh, rules):
     return jax.jit(init, out_shardings=frozen_shardings)()

@@ -1,17 +1,23 @@
-"""A prompted T5 1.1: frozen backbone (T5X names) + the `prompt` module.
+"""A prompted T5 1.1: backbone (T5X names) + the `prompt` module, split by a trainable filter.
 
 The parameter tree is T5X's (`token_embedder`, `encoder`, `decoder`) plus a top-level `prompt`
-subtree, so the frozen part restores from T5X checkpoints without renaming and the trainable part
-is one key: `{"prompt": {"prompt": [P, d]}}`.
+subtree, so the backbone restores from T5X checkpoints without renaming. Which parameters train
+is a list of regular expressions over '/'-joined names (`encoder/layers_0/mlp/wi_0/kernel`,
+`prompt/prompt`), each `re.fullmatch`ed as T5X's `ModelParamTraversal` filters do: `split` cuts a
+tree into the matched (trainable) subtree and the frozen rest, `merge` puts them back together.
+The default, `prompt/.*`, is prompt tuning: the trainable part is `{"prompt": {"prompt": [P, d]}}`;
+`.*` (with no prompt) is model tuning, anything between is partial tuning.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import re
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax import traverse_util
 
 from prompt_tuning.config.errors import ConfigError
 from prompt_tuning.model import prompts as prompts_lib
@@ -21,6 +27,7 @@ from prompt_tuning.parallel import multihost
 Array = jax.Array
 Params = Mapping[str, Any]
 PROMPT_KEY = "prompt"
+DEFAULT_TRAINABLE = ("prompt/.*",)  # prompt tuning: the backbone stays frozen
 
 
 class PromptT5(nn.Module):
@@ -145,26 +152,68 @@ def init_params(module: PromptT5, rng: Array, inputs_length: int = 8, targets_le
   return module.init(rng, **batch)["params"]
 
 
-def split(params: Params) -> tuple[dict, dict]:
-  """(prompt subtree, frozen subtree) of a full parameter tree."""
-  frozen = {k: v for k, v in params.items() if k != PROMPT_KEY}
-  prompt = {PROMPT_KEY: params[PROMPT_KEY]} if PROMPT_KEY in params else {}  # none when P = 0
-  return prompt, frozen
+def _patterns(trainable: Sequence[str] | str) -> tuple[str, ...]:
+  return (trainable,) if isinstance(trainable, str) else tuple(trainable)
 
 
-def merge(prompt: Params, frozen: Params) -> dict:
-  return {**frozen, **prompt}
+def is_trainable(name: str, trainable: Sequence[str] | str = DEFAULT_TRAINABLE) -> bool:
+  """Whether the '/'-joined parameter `name` fully matches one of the `trainable` patterns."""
+  return any(re.fullmatch(p, name) for p in _patterns(trainable))
 
 
-def cast_frozen(frozen: Params, dtype) -> Any:
+def split(params: Params, trainable: Sequence[str] | str = DEFAULT_TRAINABLE) -> tuple[dict, dict]:
+  """(trainable subtree, frozen subtree) of a parameter tree (or of any tree shaped like one).
+
+  >>> split({"prompt": {"prompt": p}, "encoder": {"encoder_norm": {"scale": s}, ...}})
+  ({"prompt": {"prompt": p}}, {"encoder": {"encoder_norm": {"scale": s}, ...}})
+  >>> split(params, ["encoder/.*_norm/scale"])   # only the encoder's norm scales train
+  """
+  flat = traverse_util.flatten_dict(dict(params), sep="/")
+  chosen = {n: v for n, v in flat.items() if is_trainable(n, trainable)}
+  rest = {n: v for n, v in flat.items() if n not in chosen}
+  return (traverse_util.unflatten_dict(chosen, sep="/"), traverse_util.unflatten_dict(rest, sep="/"))
+
+
+def merge(trainable: Params, frozen: Params) -> dict:
+  """The whole tree from the two parts of `split` (nested: a layer may be split between them)."""
+  flat = traverse_util.flatten_dict(dict(frozen), sep="/")
+  flat.update(traverse_util.flatten_dict(dict(trainable), sep="/"))
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def check_trainable(trainable: Sequence[str] | str, names: Sequence[str]) -> tuple[str, ...]:
+  """The patterns, refused (ConfigError) when empty, not regular expressions, or when one of them
+  matches none of the parameter `names` (a typo, or `prompt/.*` on a model without a prompt)."""
+  patterns = _patterns(trainable)
+  if not patterns:
+    raise ConfigError("TRAINABLE is empty, so nothing would train: give regular expressions over "
+                      "parameter names, e.g. ['prompt/.*'] (prompt tuning) or ['.*'] (model tuning)")
+  for pattern in patterns:
+    try:
+      re.compile(pattern)
+    except re.error as err:
+      raise ConfigError(f"TRAINABLE pattern {pattern!r} is not a regular expression ({err}): "
+                        "fix it, e.g. 'encoder/layers_0/.*'") from None
+    if not any(re.fullmatch(pattern, n) for n in names):
+      hint = (" (the model has no prompt: PROMPT_LENGTH is 0)" if pattern.startswith(PROMPT_KEY)
+              and not any(n.startswith(PROMPT_KEY + "/") for n in names) else "")
+      raise ConfigError(f"TRAINABLE pattern {pattern!r} matches no parameter of the model{hint}; "
+                        "patterns must match whole '/'-joined names such as "
+                        f"{', '.join(sorted(names)[:2])} or prompt/prompt")
+  return patterns
+
+
+def cast_frozen(frozen: Params, dtype, trainable: Sequence[str] | str = ()) -> Any:
   """Stores the frozen matrices (kernels, embedding) in `dtype`, e.g. bf16, halving their memory.
 
   The forward pass casts exactly these to the compute dtype anyway, so with dtype equal to the
   compute dtype the outputs are bit-identical. Norm scales and relative-position tables stay
-  float32 because they are used in float32.
+  float32 because they are used in float32, and so do parameters matched by `trainable`.
   """
   def cast(path, x):
-    return x.astype(dtype) if path[-1].key in ("kernel", "embedding") else x
+    name = "/".join(p.key for p in path)
+    keep = path[-1].key not in ("kernel", "embedding") or is_trainable(name, trainable)
+    return x if keep else x.astype(dtype)
   return jax.tree_util.tree_map_with_path(cast, frozen)
 
 

@@ -1,7 +1,8 @@
-"""What every run starts from: the frozen backbone on its mesh, and the prompt's first value.
+"""What every run starts from: the backbone on its mesh, and the prompt's first value.
 
 Training, evaluation and inference all restore the backbone the same way, and all report a bad
-checkpoint or prompt as one line before anything is written.
+checkpoint or prompt as one line before anything is written. Training then splits the whole
+parameter tree by its TRAINABLE patterns (`trainable_and_frozen`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from prompt_tuning.parallel import partitioning
 
 
 @dataclasses.dataclass
-class Frozen:
-  """The restored backbone and the layout it lives in."""
+class Backbone:
+  """The restored backbone (every parameter but the prompt) and the layout it lives in."""
   module: model_lib.PromptT5
   params: Any
   mesh: Any
@@ -30,8 +31,11 @@ class Frozen:
 
 def restore_backbone(module: model_lib.PromptT5, checkpoint_path: Optional[str],
                      mesh_shape: Sequence[int] = (-1, 1), dtype: Optional[str] = "float32",
-                     seed: int = 0) -> Frozen:
-  """The frozen weights from a T5X / Hugging Face checkpoint, or random ones when path is None."""
+                     seed: int = 0, trainable: Sequence[str] = ()) -> Backbone:
+  """The backbone from a T5X / Hugging Face checkpoint, or random weights when path is None.
+
+  Matrices are stored in `dtype`, except those the `trainable` patterns match: float32.
+  """
   try:
     mesh = partitioning.create_mesh(tuple(mesh_shape))
   except ValueError as err:
@@ -39,20 +43,24 @@ def restore_backbone(module: model_lib.PromptT5, checkpoint_path: Optional[str],
   rules = partitioning.logical_rules()
   if checkpoint_path is None:
     print("warning: INITIAL_CHECKPOINT_PATH is None: the frozen model is RANDOM (tests only)")
-    params = params_lib.init_random_frozen(module, jax.random.PRNGKey(seed), mesh, rules, dtype)
-    return Frozen(module, params, mesh, rules)
+    params = params_lib.init_random_frozen(module, jax.random.PRNGKey(seed), mesh, rules, dtype,
+                                           trainable)
+    return Backbone(module, params, mesh, rules)
   if not os.path.exists(checkpoint_path) and "://" not in checkpoint_path:
     raise UsageError(f"checkpoint {checkpoint_path!r} does not exist: set INITIAL_CHECKPOINT_PATH to a "
                      "T5X checkpoint folder (checkpoint_<step>) or a Hugging Face T5 folder")
   try:
-    params = restore.restore_frozen(module, checkpoint_path, mesh=mesh, rules=rules, dtype=dtype)
+    params = restore.restore_frozen(module, checkpoint_path, mesh=mesh, rules=rules, dtype=dtype,
+                                    trainable=trainable)
   except (ValueError, FileNotFoundError, OSError) as err:
     raise UsageError(f"cannot restore {checkpoint_path}: {' '.join(str(err).split())}") from None
-  return Frozen(module, params, mesh, rules)
+  return Backbone(module, params, mesh, rules)
 
 
-def initial_prompt(frozen: Frozen, prompt_init: Optional[prompts_lib.Initializer], seed: int) -> dict:
-  """The prompt's starting value (checked against the model's prompt shape)."""
+def initial_prompt(frozen: Backbone, prompt_init: Optional[prompts_lib.Initializer], seed: int) -> dict:
+  """The prompt's starting value (checked against the model's prompt shape); {} without one."""
+  if frozen.module.prompt_length == 0:
+    return {}
   try:
     prompt = model_lib.init_prompt(frozen.module, prompt_init or prompts_lib.random_uniform(),
                                    jax.random.PRNGKey(seed), frozen.params)
@@ -61,7 +69,12 @@ def initial_prompt(frozen: Frozen, prompt_init: Optional[prompts_lib.Initializer
   return jax.device_put(prompt, partitioning.replicated(frozen.mesh))
 
 
-def load_prompts(frozen: Frozen, files: Sequence[str]) -> list[dict]:
+def trainable_and_frozen(frozen: Backbone, prompt: dict, trainable: Sequence[str]) -> tuple[dict, dict]:
+  """The whole parameter tree (backbone + prompt) split into (trainable, frozen) by the patterns."""
+  return model_lib.split(model_lib.merge(prompt, frozen.params), trainable)
+
+
+def load_prompts(frozen: Backbone, files: Sequence[str]) -> list[dict]:
   """The prompt subtree of each file, shape-checked against the model."""
   try:
     return [restore.restore_prompt(frozen.module, frozen.params, path=path) for path in files]

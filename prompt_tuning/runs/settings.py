@@ -9,6 +9,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import gin
 
+from prompt_tuning.model.prompted import DEFAULT_TRAINABLE
+
 
 @gin.configurable(module="prompt_tuning.runs.settings")
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +26,21 @@ class DatasetConfig:
   batch_size: int = gin.REQUIRED
   length_buckets: Optional[Sequence[int]] = None
   pack: bool = False
+
+
+@gin.configurable(module="prompt_tuning.runs.settings")
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+  """What the train step differentiates and how it weighs the loss.
+
+  `trainable`: regular expressions over '/'-joined parameter names (`encoder/layers_0/mlp/wi_0/
+  kernel`, `prompt/prompt`), each fully matched; the matched parameters train, the rest stay
+  frozen. ('prompt/.*',) is prompt tuning, ('.*',) with PROMPT_LENGTH = 0 model tuning.
+  `loss_normalizing_factor`: None sums the loss over target tokens (T5X's default); a constant
+  (e.g. 233472 = 2048 x 114 for Mesh-TF-pretrained T5 1.1, as T5X's docs advise) divides it.
+  """
+  trainable: Sequence[str] = DEFAULT_TRAINABLE
+  loss_normalizing_factor: Optional[float] = None
 
 
 @gin.configurable(module="prompt_tuning.runs.settings")

@@ -1,4 +1,7 @@
-"""The prompt-tuning loop: restore the frozen model, tune the prompt, evaluate, keep the best.
+"""The tuning loop: restore the backbone, tune what TRAINABLE selects, evaluate, keep the best.
+
+Prompt tuning (the default), partial tuning and model tuning are the same loop and the same
+train step; only the TRAINABLE patterns (`prompt_tuning.runs.settings.TuningConfig`) differ.
 
 `train(...)` is what `python -m prompt_tuning.train` calls with its arguments bound in gin (see
 configs/runs/prompt_finetune.gin and the setting records of `prompt_tuning.runs.settings`).
@@ -7,9 +10,10 @@ before anything is written to MODEL_DIR; then MODEL_DIR gets
   config.gin        the parsed gin config of this run,
   metrics.jsonl     one JSON object per line: {"step", "train/loss", "eval/<task>/<metric>", ...},
   tensorboard/      the same scalars for TensorBoard,
-  checkpoint_<step>/  prompt + optimizer state + data position (resuming continues from the latest),
-  prompts/prompt_<step>.npy  every saved prompt (and prompts/peft_<step>/ with PEFT_EXPORT = True);
-                    prompt_best.npy is the early-stopping choice.
+  checkpoint_<step>/  trainable parameters + optimizer state + data position (resuming continues
+                    from the latest),
+  prompts/prompt_<step>.npy  every saved prompt, when a prompt trains (and prompts/peft_<step>/
+                    with PEFT_EXPORT = True); prompt_best.npy is the early-stopping choice.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from prompt_tuning.runs.settings import DatasetConfig
 from prompt_tuning.runs.settings import EvaluationConfig
 from prompt_tuning.runs.settings import RestoreCheckpointConfig
 from prompt_tuning.runs.settings import SaveCheckpointConfig
+from prompt_tuning.runs.settings import TuningConfig
 from prompt_tuning.training import optim
 from prompt_tuning.training import packing
 from prompt_tuning.training import step as train_step
@@ -112,16 +117,16 @@ def _summary_lines(metrics: Mapping[str, float], evaluator, step: Optional[int])
 def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = gin.REQUIRED,
           restore: RestoreCheckpointConfig = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           train_steps: int = gin.REQUIRED, checkpoint: SaveCheckpointConfig = SaveCheckpointConfig(),
-          evaluation: EvaluationConfig = EvaluationConfig(),
+          evaluation: EvaluationConfig = EvaluationConfig(), tuning: TuningConfig = TuningConfig(),
           prompt_init: Optional[prompts_lib.Initializer] = None, optimizer=None,
           mesh_shape: Sequence[int] = (-1, 1), seed: int = 0, num_microbatches: int = 1,
           z_loss: float = 1e-4, log_period: int = 100, progress_bar: Optional[bool] = None) -> dict:
-  """Tunes the prompt for `train_steps` steps (counted from the start of prompt tuning).
+  """Tunes what `tuning.trainable` selects for `train_steps` steps (counted from the start of tuning).
 
   Reads `dataset`, starts from the backbone of `restore`, evaluates and checkpoints as
-  `evaluation` and `checkpoint` say (see `prompt_tuning.runs.settings`), and keeps the prompt of
-  the best evaluation. `seed` sets the prompt's initialization, the data order and dropout.
-  Returns the best evaluation's metrics.
+  `evaluation` and `checkpoint` say (see `prompt_tuning.runs.settings`), and keeps the best
+  evaluation's checkpoint (and prompt). `seed` sets the prompt's initialization, the data order
+  and dropout. Returns the best evaluation's metrics.
   """
   model_dir = checks.local_folder(checks.require(model_dir, "MODEL_DIR", "/tmp/my_run"), "MODEL_DIR")
   checks.require(dataset.mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
@@ -133,6 +138,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   if dataset.pack and (dataset.length_buckets or model.placement != "prefix" or model.num_prompts):
     raise UsageError("PACK = True needs the prefix placement, one shared prompt and no "
                      "LENGTH_BUCKETS (packing already removes the padding): unset one of them")
+  trainable = model_lib.check_trainable(tuning.trainable, params_lib.names(model))
 
   # ---------------------------------------------------------------- validate and build (no writes)
   evaluator = evaluator_lib.Evaluator(model, dataset.mixture_or_task_name, dataset.task_feature_lengths,
@@ -140,21 +146,22 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
                                       evaluation.max_examples, evaluation.decode_fn, seed,
                                       _score_tasks(dataset.mixture_or_task_name, evaluation))
   peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
-  frozen = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed)
+  base = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed, trainable)
   tx = optimizer or optim.adafactor()
-  state = train_step.TrainState.create(backbone.initial_prompt(frozen, prompt_init, seed), tx)
-  state_shardings = train_step.state_shardings(state, frozen.mesh)
-  state = jax.device_put(state, state_shardings)
-  _, frozen_shardings = params_lib.shardings(model, frozen.mesh, frozen.rules)
-  step_fn = train_step.partitioned_train_step(model, tx, frozen.mesh, frozen.rules, frozen_shardings,
+  params, frozen = backbone.trainable_and_frozen(base, backbone.initial_prompt(base, prompt_init, seed),
+                                                 trainable)
+  trainable_shardings, frozen_shardings = params_lib.shardings(model, base.mesh, base.rules, trainable)
+  state, state_shardings = train_step.create_sharded(params, tx, base.mesh, trainable_shardings)
+  step_fn = train_step.partitioned_train_step(model, tx, base.mesh, base.rules, frozen_shardings,
                                               state_shardings, donate=True,
-                                              num_microbatches=num_microbatches, z_loss=z_loss)
+                                              num_microbatches=num_microbatches, z_loss=z_loss,
+                                              loss_normalizing_factor=tuning.loss_normalizing_factor)
 
   # ---------------------------------------------------------------- MODEL_DIR: resume or start
   checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
                                              keep_best_metric=evaluator_lib.SCORE_KEY,
                                              frozen_checkpoint=restore.path, peft_export=peft,
-                                             scan_layers=model.cfg.scan_layers)
+                                             scan_layers=model.cfg.scan_layers, trainable=trainable)
   try:
     restored = checkpointer.restore_latest(state)
   except state_lib.CheckpointError as err:
@@ -195,7 +202,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   try:
     while step < train_steps:
       batch = next(batches)
-      state, stats = step_fn(state, frozen.params, batch, dropout_rng)
+      state, stats = step_fn(state, frozen, batch, dropout_rng)
       step += 1
       pending.append((step, stats, packing.num_examples(batch)))
       is_eval = step % evaluation.period == 0 or step == train_steps
@@ -210,13 +217,13 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
       if is_eval or is_save:
         _check_state(step, state, last_saved)
       if is_eval:
-        metrics = evaluator.evaluate(state.prompt, frozen.params)[0]
+        metrics = evaluator.evaluate(state.params, frozen)[0]
         writer.write(step, metrics)
         note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
         if best is None or score_of(metrics) > score_of(best[1]):
           best, evals_without_gain = (step, metrics), 0
-          if primary:
-            prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), state.prompt)
+          if primary and model_lib.PROMPT_KEY in state.params:
+            prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), state.params)
         else:
           evals_without_gain += 1
       stopping = bool(patience) and evals_without_gain >= patience

@@ -62,7 +62,7 @@ def main(argv=None):
     if int(state.step) % args.save_every == 0:
       checkpointer.save(int(state.step), state, {"position": position}, rng=rng)
       print(f"saved {int(state.step)}", flush=True)
-  np.save(args.out, np.asarray(state.prompt["prompt"]["prompt"]), allow_pickle=False)
+  np.save(args.out, np.asarray(state.params["prompt"]["prompt"]), allow_pickle=False)
   return 0
 
 

@@ -44,7 +44,7 @@ def test_extract_prompt_from_training_checkpoint(tmp_path):
   prompt = {"prompt": {"prompt": jnp.arange(12, dtype=jnp.float32).reshape(3, 4)}}
   state_lib.TrainCheckpointer(str(tmp_path)).save(5, train_step.TrainState.create(prompt, optim.adafactor()))
   out = str(tmp_path / "p.npy")
-  assert extract_variable.main([str(tmp_path / "checkpoint_5" / "state"), "train_state/prompt/prompt/prompt", out]) == 0
+  assert extract_variable.main([str(tmp_path / "checkpoint_5" / "state"), "train_state/params/prompt/prompt", out]) == 0
   np.testing.assert_array_equal(np.load(out), np.arange(12).reshape(3, 4))
 
 

@@ -69,7 +69,7 @@ def test_keep_n_and_keep_best(tmp_path):
 def test_a_non_finite_state_is_never_saved(tmp_path):
   ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
   ckpt.save(1, _state(1, 0.5))
-  with pytest.raises(finite.NonFiniteError, match=r"checkpoint_2 not saved: prompt/prompt/prompt hold NaN"):
+  with pytest.raises(finite.NonFiniteError, match=r"checkpoint_2 not saved: params/prompt/prompt hold NaN"):
     ckpt.save(2, _state(2, float("nan")))
   assert sorted(os.listdir(tmp_path)) == ["checkpoint_1", "prompts"]  # no folder, leftover or prompt
   assert os.listdir(tmp_path / "prompts") == ["prompt_1.npy"]
@@ -105,7 +105,7 @@ def test_a_non_finite_checkpoint_is_not_restored(tmp_path, monkeypatch):
   monkeypatch.setattr(finite, "refuse_nonfinite", lambda tree, what: None)
   ckpt.save(3, _state(3, float("nan")))
   monkeypatch.undo()
-  with pytest.raises(state_lib.CheckpointError, match="checkpoint_3 does not restore: prompt/prompt/prompt hold NaN"):
+  with pytest.raises(state_lib.CheckpointError, match="checkpoint_3 does not restore: params/prompt/prompt hold NaN"):
     ckpt.restore(3, _state(0))
 
 
@@ -118,7 +118,7 @@ def test_torn_checkpoints_are_skipped(tmp_path, caplog):
   os.makedirs(tmp_path / ".tmp-checkpoint_6-deleted" / "state")  # killed while deleting checkpoint_6
   with caplog.at_level("WARNING"):
     got = state_lib.TrainCheckpointer(str(tmp_path), keep=None).restore_latest(_state(0))
-  assert got.step == 2 and float(got.state.prompt["prompt"]["prompt"][0, 0]) == 2.0
+  assert got.step == 2 and float(got.state.params["prompt"]["prompt"][0, 0]) == 2.0
   assert "checkpoint_4: incomplete" in caplog.text
   assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
 
@@ -165,3 +165,30 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
   assert resumed and resumed[0] >= 4, rerun.stdout
   straight, killed = np.load(tmp_path / "straight.npy"), np.load(tmp_path / "killed.npy")
   assert straight.tobytes() == killed.tobytes(), f"delay {delay:.3f}s, resumed at {resumed}"
+
+
+def test_a_checkpoint_of_another_trainable_set_is_refused_naming_its_patterns(tmp_path):
+  ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None, trainable=["prompt/.*"])
+  ckpt.save(2, _state(2))
+  other = train_step.TrainState.create({"encoder": {"encoder_norm": {"scale": jnp.ones((4,))}}},
+                                       optim.adafactor())
+  with pytest.raises(state_lib.CheckpointError, match=r"checkpoint_2 does not restore: it lacks "
+                     r"train_state/.*/encoder/encoder_norm/scale.*changed\? It was saved with TRAINABLE = "
+                     r"\['prompt/\.\*'\]\.\)"):
+    state_lib.TrainCheckpointer(str(tmp_path), keep=None).restore_latest(other)
+
+
+def test_format_1_checkpoints_still_restore(tmp_path):
+  """Format 1 stored the trainable subtree under `prompt`."""
+  import orbax.checkpoint as ocp
+  from flax import serialization
+  saved = _state(5, 0.75)
+  tree = serialization.to_state_dict(saved)
+  tree = {"train_state": {("prompt" if k == "params" else k): v for k, v in tree.items()}}
+  folder = tmp_path / "checkpoint_5"
+  ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(str(folder / "state"), args=ocp.args.StandardSave(tree))
+  (folder / "metadata.json").write_text(json.dumps({"format": "prompt_tuning.train_checkpoint/1", "step": 5}))
+  got = state_lib.TrainCheckpointer(str(tmp_path), keep=None).restore_latest(_state(0))
+  assert got.step == 5
+  for a, b in zip(jax.tree.leaves(got.state), jax.tree.leaves(saved)):
+    np.testing.assert_array_equal(a, b)

@@ -136,12 +136,12 @@ def test_damaged_training_checkpoint_is_an_error_naming_it(tmp_path, case):
 def test_training_checkpoint_of_another_shape_or_dtype_is_refused(tmp_path):
   ckpt = state_lib.TrainCheckpointer(str(tmp_path), keep=None)
   ckpt.save(2, _state(2))
-  with pytest.raises(state_lib.CheckpointError, match=r"'train_state/prompt/prompt/prompt' is stored as "
+  with pytest.raises(state_lib.CheckpointError, match=r"'train_state/params/prompt/prompt' is stored as "
                                                       r"float32\[3, 4\] but this run's state has float32\[5, 4\]"):
     ckpt.restore(2, _state(0, rows=5))
   with pytest.raises(state_lib.CheckpointError, match=r"stored as float32\[3, 4\] but this run's state has bfloat16"):
     ckpt.restore(2, _state(0, dtype=jnp.bfloat16))
-  np.testing.assert_array_equal(ckpt.restore(2, _state(0)).state.prompt["prompt"]["prompt"], 0.5)
+  np.testing.assert_array_equal(ckpt.restore(2, _state(0)).state.params["prompt"]["prompt"], 0.5)
 
 
 PROMPT_CASES = {

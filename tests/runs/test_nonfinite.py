@@ -50,7 +50,7 @@ def test_a_state_that_diverges_after_its_update_is_never_saved(capsys, tmp_path)
   line = _error(capsys)
   assert code == 2
   assert "after the update of step 3" in line and "checkpoint_2 is the last finite state" in line, line
-  assert "prompt/prompt/prompt" in line
+  assert "params/prompt/prompt" in line
   assert sorted(os.listdir(model_dir / "prompts")) == ["prompt_1.npy", "prompt_2.npy"]
   assert not (model_dir / "checkpoint_3").exists() and (model_dir / "checkpoint_2").exists()
   for path in _saved_arrays(model_dir):

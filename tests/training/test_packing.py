@@ -138,4 +138,4 @@ def test_a_packed_step_is_the_same_on_a_data_and_model_parallel_mesh():
   step = train_step.partitioned_train_step(module, tx, mesh, rules, frozen_sh, state_sh)
   new, stats = step(jax.device_put(state, state_sh), jax.device_put(frozen, frozen_sh), batch, None)
   np.testing.assert_allclose(float(stats["loss"]), float(ref_stats["loss"]), rtol=1e-5)
-  np.testing.assert_allclose(new.prompt["prompt"]["prompt"], ref_state.prompt["prompt"]["prompt"], atol=1e-5)
+  np.testing.assert_allclose(new.params["prompt"]["prompt"], ref_state.params["prompt"]["prompt"], atol=1e-5)

@@ -45,5 +45,5 @@ def test_scanned_train_steps_equal_unrolled_ones(mesh_shape, remat):
     losses.append(float(stats["loss"]))
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   assert len(set(losses)) == 3  # the prompt moved between steps
-  np.testing.assert_allclose(np.asarray(state.prompt["prompt"]["prompt"]),
-                             np.asarray(ref_state.prompt["prompt"]["prompt"]), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(state.params["prompt"]["prompt"]),
+                             np.asarray(ref_state.params["prompt"]["prompt"]), atol=1e-5)

@@ -80,7 +80,7 @@ def test_only_the_prompt_changes_and_only_it_has_optimizer_state():
     state, stats = step(state, frozen, batch, jax.random.PRNGKey(0))
   assert int(state.step) == 3
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, frozen))
-  assert not np.allclose(state.prompt["prompt"]["prompt"], prompt["prompt"]["prompt"])
+  assert not np.allclose(state.params["prompt"]["prompt"], prompt["prompt"]["prompt"])
   assert np.isfinite(float(stats["loss"]))
 
 
@@ -120,7 +120,7 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
                                                    num_microbatches=n))(state)
   (s1, st1), (s4, st4) = run(1), run(4)
   np.testing.assert_allclose(st1["loss"], st4["loss"], rtol=1e-5)
-  np.testing.assert_allclose(s1.prompt["prompt"]["prompt"], s4.prompt["prompt"]["prompt"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(s1.params["prompt"]["prompt"], s4.params["prompt"]["prompt"], rtol=1e-5, atol=1e-6)
 
 
 def test_frozen_weights_in_bfloat16_give_the_same_bf16_forward():
@@ -154,9 +154,9 @@ def test_train_step_is_the_same_on_every_mesh(mesh_shape):
   step = ts.partitioned_train_step(module, tx, mesh, rules, frozen_sh, state_sh)
   new, stats = step(state, frozen_dev, batch, None)  # donates `state`
   loss = float(stats["loss"])
-  result = np.asarray(new.prompt["prompt"]["prompt"])
+  result = np.asarray(new.params["prompt"]["prompt"])
   np.testing.assert_allclose(loss, float(ref_stats["loss"]), rtol=1e-5)
-  np.testing.assert_allclose(result, np.asarray(ref_state.prompt["prompt"]["prompt"]), atol=1e-5)
+  np.testing.assert_allclose(result, np.asarray(ref_state.params["prompt"]["prompt"]), atol=1e-5)
 
 
 def test_mesh_shape_errors_are_clear():

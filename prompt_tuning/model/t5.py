@@ -228,8 +228,15 @@ softmax_as.defvjp(_softmax_as_fwd, _softmax_as_bwd)
 
 def attend(q: Array, k: Array, v: Array, mask: Optional[Array], position_bias: Optional[Array],
            dropout_rng: Optional[Array], *, dtype, dropout_rate: float) -> Array:
-  """softmax(q k^T + position bias, masked) v for [b, len, heads, d_kv] inputs; scores in float32."""
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  """softmax(q k^T + position bias, masked) v for [b, len, heads, d_kv] inputs.
+
+  q k^T comes out of the matmul in the compute dtype (accumulated in float32 inside it); the
+  bias, the mask and the softmax are float32. A float32 matmul output would double the bytes of
+  the largest tensors of the step ([b, h, q, k] per layer) and make the backward pass's two
+  score matmuls (for the query and key gradients) float32 ones; T5X and Hugging Face T5 round
+  the scores to bf16 as well, and then also add the bias in bf16.
+  """
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
   if position_bias is not None:
     logits = logits + position_bias
   if mask is not None:  # additive, so the backward pass keeps no [b, h, q, k] mask

@@ -10,7 +10,9 @@ from flax import linen as nn
 
 from prompt_tuning import bench
 from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts
 from prompt_tuning.model import t5
+from prompt_tuning.training import step as ts
 from tests import tiny
 
 
@@ -94,3 +96,49 @@ def test_auto_remat_picks_the_least_recomputation_that_fits():
   assert bench.choose_remat("tiny", args, limit((total["none"] + total["dots"]) / 2)) == "dots"
   assert bench.choose_remat("tiny", args, limit(total["dots"] * 0.9)) == "full"
   assert bench.choose_remat("xxl", args, None) == bench.REMAT["xxl"]
+
+
+def _straightforward_attend(q, k, v, mask, position_bias, dropout_rng, *, dtype, dropout_rate):
+  """Attention as first written: float32 scores out of the matmul, autodiff of jax.nn.softmax."""
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  logits = jnp.where(mask, logits if position_bias is None else logits + position_bias, -1e10)
+  return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1).astype(dtype), v)
+
+
+def _score_matmuls(module, prompt, frozen, batch, length):
+  """(inputs, output) dtypes of every matmul of the step that reads or writes [b, h, q, k] scores."""
+  grad = lambda p, f, b: jax.grad(lambda q: ts.loss_fn(q, f, b, None, module=module)[0])(p)
+  dots = [e for e in jax.make_jaxpr(grad)(prompt, frozen, batch).jaxpr.eqns if e.primitive.name == "dot_general"]
+  avals = [[v.aval for v in e.invars + e.outvars] for e in dots]
+  return [{str(a.dtype) for a in group} for group in avals
+          if any(a.shape[-2:] == (length, length) for a in group)]
+
+
+def test_score_matmuls_move_bf16_and_the_step_stays_within_bf16_tolerance(monkeypatch):
+  """The matmuls around the attention scores read and write the compute dtype (the scores come
+  out of q k^T in bf16; bias, mask and softmax stay float32), so no float32 [b, h, q, k] tensor
+  crosses a matmul and the query/key gradient matmuls are bf16 ones; loss and prompt gradient
+  stay within bf16 rounding of the straightforward step and of a float32 step."""
+  cfg = tiny.tiny_config(dtype="bfloat16", num_heads=2, num_encoder_layers=3)
+  module, plain = model_lib.build(cfg, prompt_length=4), model_lib.build(cfg.replace(dtype="float32"), prompt_length=4)
+  prompt, frozen = model_lib.split(tiny.random_params(plain, seed=3))
+  prompt = model_lib.init_prompt(plain, prompts.sampled_vocab(), jax.random.PRNGKey(0), frozen)
+  batch = tiny.random_batch(batch=4, inputs_len=24, targets_len=4, seed=1)  # + 4 prompt = 28
+  half = model_lib.cast_frozen(frozen, jnp.bfloat16)
+  matmuls = _score_matmuls(module, prompt, half, batch, 28)
+  assert len(matmuls) == 6 * cfg.num_encoder_layers  # q k^T, p v; and their four gradients
+  assert all(dtypes == {"bfloat16"} for dtypes in matmuls), matmuls
+
+  def loss_and_grad(m, f):
+    return jax.jit(jax.value_and_grad(lambda p: ts.loss_fn(p, f, batch, None, module=m)[0]))(prompt)
+  results = {"ours": loss_and_grad(module, half), "float32": loss_and_grad(plain, frozen)}
+  monkeypatch.setattr(t5, "attend", _straightforward_attend)
+  assert any("float32" in d for d in _score_matmuls(module, prompt, half, batch, 28))  # the check bites
+  results["straightforward"] = loss_and_grad(module, half)
+  loss, grad = results["ours"]
+  for name in ("straightforward", "float32"):
+    ref_loss, ref_grad = results[name]
+    np.testing.assert_allclose(loss, ref_loss, rtol=2e-2, err_msg=name)
+    a, b = grad["prompt"]["prompt"], ref_grad["prompt"]["prompt"]
+    assert float(jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))) > 0.99, name
+    np.testing.assert_allclose(jnp.linalg.norm(a), jnp.linalg.norm(b), rtol=5e-2, err_msg=name)

@@ -9,15 +9,19 @@ Prints one JSON object per size with the fields of the PEFT peer benchmark (`sys
 matmul throughput, and the activations the step saves for its backward pass. `--memory-only`
 prints just weights and saved activations per size and remat, from shapes (runs on a CPU);
 `--length-dist rte` adds real tokens/s on RTE-like lengths, padded vs bucketed vs packed.
+`--compile-only` lowers and compiles the step on abstract weights and prints the seconds and XLA's
+memory analysis (runs on a CPU); `--scan-layers yes|both` runs the layers as one scan.
 Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import itertools
 import json
 import math
+import resource
 import sys
 import time
 from typing import Any
@@ -207,19 +211,30 @@ def random_batch(batch: int, inputs_len: int, targets_len: int, lengths=None, se
 
 
 class StepRunner:
-  """Builds the sharded model, optimizer state and compiled step for one configuration."""
+  """Builds the sharded model, optimizer state and compiled step for one configuration.
 
-  def __init__(self, cfg: t5.T5Config, prompt_len: int, mesh, frozen_dtype):
+  With `allocate=False` it holds only shapes: `compile` then lowers and compiles the real step
+  on abstract weights and state, and nothing is allocated (compile time and XLA's memory plan of
+  any size, on any machine).
+  """
+
+  def __init__(self, cfg: t5.T5Config, prompt_len: int, mesh, frozen_dtype, allocate: bool = True):
     self.module = model_lib.build(cfg, prompt_length=prompt_len)
     self.mesh, self.rules = mesh, partitioning.logical_rules()
     self.tx = optim.adafactor()
     _, self.frozen_sh = params_lib.shardings(self.module, mesh, self.rules)
-    self.frozen = random_frozen(self.module, self.frozen_sh, frozen_dtype)
-    prompt = {"prompt": {"prompt": prompts.random_uniform()(jax.random.PRNGKey(1),
-                                                            (prompt_len, cfg.emb_dim))}}
-    state = ts.TrainState.create(prompt, self.tx)
+
+    def new_state():
+      prompt = prompts.random_uniform()(jax.random.PRNGKey(1), (prompt_len, cfg.emb_dim))
+      return ts.TrainState.create({"prompt": {"prompt": prompt}}, self.tx)
+
+    state = new_state() if allocate else jax.eval_shape(new_state)
     self.state_sh = ts.state_shardings(state, mesh)
-    self.state = jax.device_put(state, self.state_sh)
+    if allocate:
+      self.frozen = random_frozen(self.module, self.frozen_sh, frozen_dtype)
+      self.state = jax.device_put(state, self.state_sh)
+    else:
+      self.frozen, self.state = abstract_params(self.module, frozen_dtype)[1], state
     self.step = ts.partitioned_train_step(self.module, self.tx, mesh, self.rules, self.frozen_sh,
                                           self.state_sh, donate=True)
     self.compiled = {}
@@ -246,9 +261,40 @@ class StepRunner:
     return stats
 
 
-def bench_size(size: str, args, mesh, peak_tflops) -> dict:
+def size_config(size: str, scan: bool, args) -> t5.T5Config:
   remat = args.remat if args.remat != "auto" else choose_remat(size, args, device_memory_bytes())
-  cfg = bench_config(size, remat, args.dtype, args.attention)
+  return bench_config(size, remat, args.dtype, args.attention).replace(scan_layers=scan)
+
+
+def compile_record(size: str, scan: bool, args, mesh) -> dict:
+  """Seconds to lower and to compile the real train step on abstract weights (process CPU time
+  too, which other work on the machine disturbs less than wall time) and XLA's memory plan."""
+  cfg = size_config(size, scan, args)
+  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype), allocate=False)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       random_batch(args.batch, args.inputs_len, args.targets_len))
+  clocks = [(time.perf_counter(), time.process_time())]
+  with partitioning.activation_context(mesh, runner.rules):
+    lowered = runner.step.jitted.lower(runner.state, runner.frozen, batch, None)
+  clocks.append((time.perf_counter(), time.process_time()))
+  compiled = lowered.compile()
+  clocks.append((time.perf_counter(), time.process_time()))
+  (w0, c0), (w1, c1), (w2, c2) = clocks
+  mem = compiled.memory_analysis()
+  return {"system": "prompt_tuning", "mode": "compile", "size": size, "scan_layers": scan,
+          "remat": cfg.remat, "batch": args.batch, "inputs_len": args.inputs_len,
+          "prompt_len": args.prompt_len, "lower_s": round(w1 - w0, 1), "compile_s": round(w2 - w1, 1),
+          "lower_cpu_s": round(c1 - c0, 1), "compile_cpu_s": round(c2 - c1, 1),
+          "temp_gib": gib(mem.temp_size_in_bytes), "argument_gib": gib(mem.argument_size_in_bytes),
+          "output_gib": gib(mem.output_size_in_bytes), "alias_gib": gib(mem.alias_size_in_bytes),
+          "code_mib": round(mem.generated_code_size_in_bytes / 2 ** 20, 1),
+          "max_rss_gib": gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+          "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+
+
+def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
+  cfg = size_config(size, scan, args)
+  remat = cfg.remat
   runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype))
   batch = random_batch(args.batch, args.inputs_len, args.targets_len)
   t = time.perf_counter()
@@ -267,6 +313,7 @@ def bench_size(size: str, args, mesh, peak_tflops) -> dict:
   rec = {"system": "prompt_tuning", "size": size, "batch": args.batch, "inputs_len": args.inputs_len,
          "targets_len": args.targets_len, "prompt_len": args.prompt_len, "dtype": args.dtype,
          "frozen_dtype": args.frozen_dtype, "remat": remat, "attention": args.attention,
+         "scan_layers": scan,
          "step_s": round(dt, 5), "examples_per_s": round(args.batch / dt, 2),
          "tflops_per_s": round(tflops, 2),
          "xla_tflops_per_step": round(float(cost.get("flops", 0.0)) / 1e12, 3) if cost else None,
@@ -349,12 +396,21 @@ def flag_parser() -> argparse.ArgumentParser:
   p.add_argument("--matmul-peak", action="store_true", help="measure the bf16 matmul peak first")
   p.add_argument("--memory-only", action="store_true",
                  help="no timing: weights and saved activations per size and remat (runs on a CPU)")
+  p.add_argument("--compile-only", action="store_true",
+                 help="no timing: lower and compile the train step on abstract weights (nothing is "
+                      "allocated) and print seconds and XLA's memory analysis (runs on a CPU)")
+  p.add_argument("--scan-layers", default="no", choices=["no", "yes", "both"],
+                 help="run each stack's layers as one scan (T5Config.scan_layers); both: scanned "
+                      "first, then unrolled")
   p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache")
   return p
 
 
 def main(argv=None):
-  args = flag_parser().parse_args(argv)
+  parser = flag_parser()
+  args = parser.parse_args(argv)
+  if args.compile_only and args.cache_dir:
+    parser.error("--compile-only times compilation, which a compilation cache would skip: drop --cache-dir")
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
   if args.memory_only:
@@ -365,16 +421,22 @@ def main(argv=None):
   shape = tuple(int(x) for x in args.mesh.split(","))
   devices = jax.devices() if -1 in shape else jax.devices()[:shape[0] * shape[1]]
   mesh = partitioning.create_mesh(shape, devices)
-  peak = matmul_tflops() if args.matmul_peak else None
+  peak = matmul_tflops() if args.matmul_peak and not args.compile_only else None
   if peak:
     print(json.dumps({"system": "matmul", "bf16_matmul_tflops": round(peak, 1),
                       "device": jax.devices()[0].device_kind}), flush=True)
+  layouts = {"no": (False,), "yes": (True,), "both": (True, False)}[args.scan_layers]
   for size in args.sizes.split(","):
-    try:
-      print(json.dumps(bench_size(size, args, mesh, peak)), flush=True)
-    except Exception as e:  # report and go on with the next size (e.g. out of memory)
-      print(json.dumps({"system": "prompt_tuning", "size": size, "batch": args.batch,
-                        "error": f"{type(e).__name__}: {str(e)[:300]}"}), flush=True)
+    for scan in layouts:
+      try:
+        rec = compile_record(size, scan, args, mesh) if args.compile_only else bench_size(
+            size, scan, args, mesh, peak)
+        print(json.dumps(rec), flush=True)
+      except Exception as e:  # report and go on with the next size (e.g. out of memory)
+        print(json.dumps({"system": "prompt_tuning", "size": size, "batch": args.batch,
+                          "scan_layers": scan, "error": f"{type(e).__name__}: {str(e)[:300]}"}),
+              flush=True)
+      gc.collect()  # the previous configuration's weights and programs go before the next
 
 
 if __name__ == "__main__":

@@ -15,9 +15,12 @@ run() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
 run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
 run 95 python "$peer" --sizes small,base,large,xl $w
-# XL and XXL in separate processes: a slow compile of one cannot take the other down.
-run 75 python -m prompt_tuning.bench --sizes xl $w --steps 5 --warmup 1
-run 90 python -m prompt_tuning.bench --sizes xxl $w --steps 5 --warmup 1
-run 65 python -m prompt_tuning.bench --sizes base $w --length-dist rte
+# XL and XXL in separate processes: a slow compile of one cannot take the other down. XL runs
+# scanned layers first, then unrolled (step and compile time of both); XXL scanned only.
+run 80 python -m prompt_tuning.bench --sizes xl $w --steps 5 --warmup 1 --scan-layers both
+run 85 python -m prompt_tuning.bench --sizes xxl $w --steps 5 --warmup 1 --scan-layers yes
+# Scanned base (its padded step against the unrolled base above), and RTE-like lengths padded vs
+# bucketed vs packed, whose five bucket shapes compile faster scanned.
+run 65 python -m prompt_tuning.bench --sizes base $w --length-dist rte --scan-layers yes
 run 40 python -m prompt_tuning.bench --sizes base $w --attention cudnn
 run 65 python "$peer" --sizes base $w --compile

@@ -99,7 +99,25 @@ def test_gpu_script_fits_one_device_call_and_passes_valid_flags():
   assert sum(int(r[1]) for r in runs) <= 580
   ours = [r[5:] for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
   assert len(ours) >= 5
+  layouts = set()
   for args in ours:
     expanded = [x for a in args for x in (shared if a == "$w" else [a])]
     parsed = bench.flag_parser().parse_args(expanded)
     assert parsed.batch == 32 and parsed.inputs_len == 512 and parsed.prompt_len == 100
+    layouts |= {"no": {False}, "yes": {True}, "both": {True, False}}[parsed.scan_layers]
+  assert layouts == {True, False}  # step times of scanned and unrolled layers, in the same run
+
+
+def test_compile_only_lowers_the_real_step_on_abstract_weights(capsys, monkeypatch):
+  def no_weights(*args, **kwargs):
+    raise AssertionError("--compile-only must not make weights")
+  monkeypatch.setattr(bench, "random_frozen", no_weights)
+  bench.main(["--compile-only", "--sizes", "tiny", "--scan-layers", "both", "--batch", "2",
+              "--inputs-len", "16", "--prompt-len", "4", "--targets-len", "4", "--mesh", "1,1"])
+  records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+  assert [(r["size"], r["scan_layers"]) for r in records] == [("tiny", True), ("tiny", False)]
+  for rec in records:
+    assert rec["mode"] == "compile" and rec["compile_s"] > 0 and rec["lower_cpu_s"] > 0
+    assert rec["temp_gib"] >= 0 and rec["argument_gib"] >= 0 and "error" not in rec
+  with pytest.raises(SystemExit):
+    bench.main(["--compile-only", "--cache-dir", "/tmp/x"])

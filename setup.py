@@ -25,8 +25,9 @@ DATA = [  # the data package only
     "importlib_resources>=5",
     "six>=1.12",  # imported by the TFDS GLUE builder, which does not declare it
 ]
-ANALYSIS = [  # summaries and plots (prompt_tuning.analysis)
+ANALYSIS = [  # summaries and plots (prompt_tuning.analysis), and viewing a run's curves
     "matplotlib>=3.7",
+    "tensorboard>=2.16",  # `tensorboard --logdir MODEL_DIR`; the trainer writes with tensorboardX
 ]
 TEST = [
     "pytest>=8",

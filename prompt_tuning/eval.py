@@ -7,10 +7,7 @@
 
 Calls `prompt_tuning.runs.eval_infer.run_eval` with the bindings of the gin files.
 """
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:

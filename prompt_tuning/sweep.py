@@ -13,10 +13,7 @@ Takes train's flags (--gin_file, --gin.NAME=VALUE, --gin_search_paths, --tfds_da
 the runs are the product of the axes), --sweep_file, --var, --root, --launcher, --dry_run,
 --resume. The README's "Reproducing the figures" section describes the sweep files.
 """
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 PROG = "prompt_tuning.sweep"
 

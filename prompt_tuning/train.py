@@ -12,10 +12,7 @@
 Calls `prompt_tuning.runs.train_loop.train` with the bindings of the gin files; the README lists
 the required macros (MIXTURE_OR_TASK_NAME, MODEL_DIR, INITIAL_CHECKPOINT_PATH, ...).
 """
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None) -> int:

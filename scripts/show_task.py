@@ -15,11 +15,9 @@ registers is there, and the quickstart's; `--gin_file` / `--gin.NAME=VALUE`
 MIXTURE_OR_TASK_NAME when no task is given.
 """
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _PROG = "show_task.py"
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Optional
 
 import numpy as np
 
 from prompt_tuning.checkpoints import finite
+from prompt_tuning.config import fileio
 from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.parallel import multihost
 
@@ -34,19 +34,6 @@ def _as_prompt(prompt: Any) -> np.ndarray:
   return value
 
 
-def _atomic_write(path: str, write) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 # ----------------------------------------------------------------------------- npy
 
 
@@ -58,7 +45,7 @@ def save_npy(path: str, prompt: Any) -> str:
   def write(tmp):
     with open(tmp, "wb") as f:
       np.save(f, value, allow_pickle=False)
-  _atomic_write(path, write)
+  fileio.atomic_write(path, write)
   return path
 
 
@@ -115,13 +102,13 @@ def save_peft(folder: str, prompt: Any, *, num_layers: int, num_attention_heads:
       "modules_to_save": None, "auto_mapping": None,
   }
   os.makedirs(folder, exist_ok=True)
-  _atomic_write(os.path.join(folder, ADAPTER_WEIGHTS),
+  fileio.atomic_write(os.path.join(folder, ADAPTER_WEIGHTS),
                 lambda tmp: save_file({PEFT_KEY: np.ascontiguousarray(value)}, tmp, metadata={"format": "pt"}))
 
   def write_config(tmp):
     with open(tmp, "w") as f:
       json.dump(config, f, indent=2)
-  _atomic_write(os.path.join(folder, ADAPTER_CONFIG), write_config)
+  fileio.atomic_write(os.path.join(folder, ADAPTER_CONFIG), write_config)
   return folder
 
 

@@ -16,11 +16,11 @@ import difflib
 import inspect
 import logging
 import os
-import tempfile
 from typing import Optional, Sequence
 
 import gin
 
+from prompt_tuning.config import fileio
 from prompt_tuning.config.errors import UsageError
 
 CONFIGS_ENV = "PROMPT_TUNING_CONFIGS"
@@ -185,11 +185,5 @@ class _DropPathNotFound(logging.Filter):
 
 
 def write_config(model_dir: str, name: str = "config.gin") -> str:
-  """Writes the parsed gin config to MODEL_DIR/name atomically (temp file + rename)."""
-  os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, name)
-  fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".tmp-", suffix=".gin")
-  with os.fdopen(fd, "w") as f:
-    f.write(gin.config_str())
-  os.replace(tmp, path)
-  return path
+  """Writes the parsed gin config to MODEL_DIR/name atomically, with the user's umask."""
+  return fileio.atomic_write_text(os.path.join(model_dir, name), gin.config_str())

@@ -5,6 +5,7 @@ is read through TFDS when a dataset is first requested). It is the only
 part of `prompt_tuning` that imports TensorFlow. The project README's Tasks
 section lists the task names, variants and metrics, and how to add a task.
 """
+from prompt_tuning.data import tf_startup  # noqa: F401  first: TensorFlow, quietly and without GPUs
 from prompt_tuning.data import features
 from prompt_tuning.data import glue
 from prompt_tuning.data import local

@@ -6,6 +6,7 @@ TensorBoard files go to MODEL_DIR/tensorboard (tensorboardX: no TensorFlow neede
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -59,7 +60,12 @@ def _scalar(value) -> Optional[float]:
 
 
 class Progress:
-  """A tqdm bar over training steps showing loss, steps/s, examples/s and the ETA."""
+  """A tqdm bar over training steps showing loss, steps/s, examples/s and the ETA.
+
+  While it shows, `sys.stderr` (and the root logger's handlers that write to it) print whole
+  lines above the bar (through `tqdm.write`), so a warning logged mid-run (absl, `warnings`)
+  gets its own line instead of landing inside the bar.
+  """
 
   def __init__(self, total: int, initial: int, batch_size: int, enabled: Optional[bool] = None):
     from tqdm.auto import tqdm
@@ -67,9 +73,17 @@ class Progress:
     self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                      mininterval=1.0, file=sys.stderr, smoothing=0.1,
                      disable=False if enabled is None else not enabled,
-                     bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {postfix}]")
+                     bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     self._last = (time.time(), initial)
     self.rates = (0.0, 0.0)
+    self._stderr, self._handlers = None, []
+    if not self._bar.disable:
+      self._stderr, sys.stderr = sys.stderr, _LinesAboveBar(self._bar, sys.stderr)
+      # Logging handlers made earlier (logging.basicConfig) hold the stream itself.
+      self._handlers = [h for h in logging.root.handlers
+                        if isinstance(h, logging.StreamHandler) and h.stream is self._stderr]
+      for handler in self._handlers:
+        handler.setStream(sys.stderr)
 
   def update(self, step: int, loss: Optional[float] = None) -> None:
     now = time.time()
@@ -81,11 +95,47 @@ class Progress:
     postfix = f"{self.rates[0]:.2f} steps/s, {self.rates[1]:.0f} examples/s"
     if loss is not None:
       postfix = f"loss {loss:.3f}, " + postfix
-    self._bar.set_postfix_str(postfix, refresh=False)
+    self._bar.set_postfix_str(postfix, refresh=False)  # tqdm puts ", " before it
     self._bar.update(step - self._bar.n)
 
   def write(self, message: str) -> None:
-    self._bar.write(message, file=sys.stderr)
+    self._bar.write(message, file=self._stderr or sys.stderr)
 
   def close(self) -> None:
+    if self._stderr is not None:
+      sys.stderr.flush()
+      for handler in self._handlers:
+        handler.setStream(self._stderr)
+      sys.stderr, self._stderr, self._handlers = self._stderr, None, []
     self._bar.close()
+
+
+class _LinesAboveBar(io.TextIOBase):
+  """A stand-in for sys.stderr that prints each complete line above a tqdm bar."""
+
+  def __init__(self, bar, stream):
+    super().__init__()
+    self._bar, self._stream, self._partial = bar, stream, ""
+
+  def write(self, text: str) -> int:
+    self._partial += text
+    *lines, self._partial = self._partial.split("\n")
+    for line in lines:
+      self._bar.write(line, file=self._stream)
+    return len(text)
+
+  def flush(self) -> None:
+    if self._partial:
+      self._bar.write(self._partial, file=self._stream)
+      self._partial = ""
+    self._stream.flush()
+
+  def fileno(self) -> int:
+    return self._stream.fileno()
+
+  def isatty(self) -> bool:
+    return self._stream.isatty()
+
+  @property
+  def encoding(self):
+    return getattr(self._stream, "encoding", "utf-8")

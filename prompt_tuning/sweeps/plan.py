@@ -17,13 +17,13 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 import gin
 
 from prompt_tuning.config import checks
 from prompt_tuning.config import cli
+from prompt_tuning.config import fileio
 from prompt_tuning.config import gin_config
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.sweeps import expand, spec
@@ -225,16 +225,7 @@ def _axes(sweep: spec.Sweep) -> dict:
 
 def write_file(folder: str, name: str, text: str, executable: bool = False) -> str:
   """folder/name, written atomically (temp file + rename) with the user's umask."""
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  mask = os.umask(0)
-  os.umask(mask)
-  os.chmod(tmp, (0o777 if executable else 0o666) & ~mask)
-  path = os.path.join(folder, name)
-  os.replace(tmp, path)
-  return path
+  return fileio.atomic_write_text(os.path.join(folder, name), text, executable)
 
 
 def write_manifest(plan: Plan) -> str:

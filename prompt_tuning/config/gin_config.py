@@ -68,7 +68,9 @@ def _as_binding(text: str) -> str:
   if not sep:
     raise UsageError(f"--gin.{text}: expected --gin.NAME=VALUE")
   value = value.strip()
-  if value and value[0] not in "@%" and value not in ("None", "True", "False"):
+  if not value:  # `--gin.MODEL_DIR=`: an empty string, for the run's own checks to refuse
+    value = "''"
+  elif value[0] not in "@%" and value not in ("None", "True", "False"):
     try:
       ast.literal_eval(value)
     except (ValueError, SyntaxError):

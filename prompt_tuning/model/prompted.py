@@ -19,6 +19,7 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from prompt_tuning.config import checks
 from prompt_tuning.config.errors import ConfigError
 from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.model import t5
@@ -122,6 +123,12 @@ def _causal_mask(targets: Array) -> Array:
 
 def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
           num_prompts: int = 0) -> PromptT5:
+  """The prompted model, its settings checked (each bad one is a one-line error)."""
+  fields = ("emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers", "num_decoder_layers",
+            "relative_attention_num_buckets", "relative_attention_max_distance")
+  checks.check({"PROMPT_LENGTH": prompt_length, "VOCAB_SIZE": cfg.vocab_size, "DROPOUT_RATE": cfg.dropout_rate,
+                "ACTIVATION_DTYPE": cfg.dtype, "SCAN_LAYERS": cfg.scan_layers,
+                **{f"T5Config.{f}": getattr(cfg, f) for f in fields}})
   if placement not in prompts_lib.PLACEMENTS:
     raise ConfigError(f"unknown prompt placement {placement!r}; choose one of "
                      f"{', '.join(prompts_lib.PLACEMENTS)}")

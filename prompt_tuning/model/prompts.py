@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from prompt_tuning.config import checks
+
 Array = jax.Array
 Initializer = Callable[[Array, tuple[int, ...], Optional[np.ndarray]], Array]
 
@@ -33,6 +35,7 @@ def default_vocab_path() -> str:
 
 def random_uniform(scale: float = 0.5, symmetric: bool = True) -> Initializer:
   """U[-scale, scale] (the paper) or, with symmetric=False, U[0, scale) (the official code)."""
+  checks.check({"random_uniform.scale": scale})
   def init(rng, shape, embedding=None):
     low = -scale if symmetric else 0.0
     return jax.random.uniform(rng, shape, jnp.float32, low, scale)
@@ -41,6 +44,7 @@ def random_uniform(scale: float = 0.5, symmetric: bool = True) -> Initializer:
 
 def sampled_vocab(population_size: int = DEFAULT_POPULATION) -> Initializer:
   """Rows of the frozen embedding drawn without replacement from the first N ids."""
+  checks.check({"sampled_vocab.population_size": population_size})
   def init(rng, shape, embedding=None):
     table = _require_embedding(embedding, "sampled_vocab")
     population = min(population_size, table.shape[0])
@@ -58,6 +62,7 @@ def sampled_vocab(population_size: int = DEFAULT_POPULATION) -> Initializer:
 def class_labels(labels: Sequence[str], vocab_path: Optional[str] = None,
                  fallback: Optional[Initializer] = None) -> Initializer:
   """Each label's sub-token embeddings averaged into one prompt position; the rest from `fallback`."""
+  checks.check({"CLASS_LABELS": labels})
   def init(rng, shape, embedding=None):
     table = np.asarray(_require_embedding(embedding, "class_labels"), np.float32)
     rows = [table[encode_text(vocab_path, text)].mean(axis=0) for text in labels]
@@ -68,6 +73,7 @@ def class_labels(labels: Sequence[str], vocab_path: Optional[str] = None,
 def from_string(text: str, vocab_path: Optional[str] = None,
                 fallback: Optional[Initializer] = None) -> Initializer:
   """The embeddings of a string's tokens, one per position; the rest from `fallback`."""
+  checks.check({"PROMPT_INIT_TEXT": text})
   def init(rng, shape, embedding=None):
     table = np.asarray(_require_embedding(embedding, "from_string"), np.float32)
     rows = list(table[encode_text(vocab_path, text)])

@@ -76,6 +76,15 @@ def _jsonable(value):
   return float(value) if np.ndim(value) == 0 else str(value)
 
 
+def _check_settings(model, mixture_or_task_name, task_feature_lengths, batch_size, initial_checkpoint_path,
+                    mesh_shape, frozen_dtype, seed, decode_fn) -> None:
+  """The settings run_eval and run_infer share, checked before anything is read or written."""
+  checks.check({"MODEL": model, "MIXTURE_OR_TASK_NAME": mixture_or_task_name, "TASK_FEATURE_LENGTHS": task_feature_lengths,
+                "BATCH_SIZE": batch_size, "INITIAL_CHECKPOINT_PATH": initial_checkpoint_path,
+                "MESH_SHAPE": mesh_shape, "FROZEN_DTYPE": frozen_dtype, "SEED": seed})
+  checks.decoder(decode_fn)
+
+
 def _inputs_text(example) -> str:
   return _jsonable(example.get("inputs_pretokenized", b""))
 
@@ -92,7 +101,10 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   A list of prompt files is evaluated as an ensemble (`prompt_tuning.runs.ensemble`): each prompt,
   their average and best, and the majority vote, in one pass over the data.
   """
-  checks.local_folder(output_dir, "EVAL_OUTPUT_DIR")
+  output_dir = checks.output_folder(output_dir, "EVAL_OUTPUT_DIR", "/tmp/my_run/eval")
+  _check_settings(model, mixture_or_task_name, task_feature_lengths, batch_size, initial_checkpoint_path,
+                  mesh_shape, frozen_dtype, seed, decode_fn)
+  checks.check({"EVAL_SPLIT": split, "EVAL_MAX_EXAMPLES": max_examples})
   files = _prompt_files(prompt_file, many=True)
   ensembled = len(files) > 1
   evaluator = Evaluator(_with_table(model, len(files)) if ensembled else model,
@@ -130,9 +142,10 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   prompt: the prompts then form one table and every batch mixes the tasks' examples, each with
   its task's prompt (one frozen model serving many tasks at once).
   """
-  checks.local_folder(output_dir, "INFER_OUTPUT_DIR")
-  if mode not in ("predict", "score"):
-    raise UsageError(f"INFER_MODE must be 'predict' or 'score', not {mode!r}")
+  output_dir = checks.output_folder(output_dir, "INFER_OUTPUT_DIR", "/tmp/my_run/infer")
+  _check_settings(model, mixture_or_task_name, task_feature_lengths, batch_size, initial_checkpoint_path,
+                  mesh_shape, frozen_dtype, seed, decode_fn)
+  checks.check({"INFER_SPLIT": split, "INFER_MAX_EXAMPLES": max_examples, "INFER_MODE": mode})
   per_task = dict(prompt_file) if isinstance(prompt_file, Mapping) else None
   evaluator = Evaluator(_with_table(model, len(per_task)) if per_task else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,

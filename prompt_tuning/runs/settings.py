@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import gin
 
+from prompt_tuning.config import checks
 from prompt_tuning.model.prompted import DEFAULT_TRAINABLE
 
 
@@ -27,6 +28,11 @@ class DatasetConfig:
   length_buckets: Optional[Sequence[int]] = None
   pack: bool = False
 
+  def __post_init__(self):
+    checks.check({"MIXTURE_OR_TASK_NAME": self.mixture_or_task_name,
+                  "TASK_FEATURE_LENGTHS": self.task_feature_lengths, "BATCH_SIZE": self.batch_size,
+                  "LENGTH_BUCKETS": self.length_buckets, "PACK": self.pack})
+
 
 @gin.configurable(module="prompt_tuning.runs.settings")
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +48,9 @@ class TuningConfig:
   trainable: Sequence[str] = DEFAULT_TRAINABLE
   loss_normalizing_factor: Optional[float] = None
 
+  def __post_init__(self):
+    checks.check({"TRAINABLE": self.trainable, "LOSS_NORMALIZING_FACTOR": self.loss_normalizing_factor})
+
 
 @gin.configurable(module="prompt_tuning.runs.settings")
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +60,23 @@ class RestoreCheckpointConfig:
   path: Optional[str] = gin.REQUIRED
   dtype: Optional[str] = "float32"
 
+  def __post_init__(self):
+    checks.check({"INITIAL_CHECKPOINT_PATH": self.path, "FROZEN_DTYPE": self.dtype})
+
 
 @gin.configurable(module="prompt_tuning.runs.settings")
 @dataclasses.dataclass(frozen=True)
 class SaveCheckpointConfig:
   """Every `period` steps (and at the end) a checkpoint; the `keep` best by `eval/score` are kept,
-  plus the latest. With `peft_export` each checkpoint's prompt is also written as a PyTorch PEFT
-  adapter, MODEL_DIR/prompts/peft_<step>/ (prefix placement, one prompt)."""
+  plus the latest (None: all). With `peft_export` each checkpoint's prompt is also written as a
+  PyTorch PEFT adapter, MODEL_DIR/prompts/peft_<step>/ (prefix placement, one prompt)."""
   period: int = 1000
-  keep: int = 1
+  keep: Optional[int] = 1
   peft_export: bool = False
+
+  def __post_init__(self):
+    checks.check({"CHECKPOINT_PERIOD": self.period, "KEEP_CHECKPOINTS": self.keep,
+                  "PEFT_EXPORT": self.peft_export})
 
 
 @gin.configurable(module="prompt_tuning.runs.settings")
@@ -79,3 +95,10 @@ class EvaluationConfig:
   decode_fn: Optional[Callable] = None
   early_stopping_patience: Optional[int] = None
   score_tasks: Optional[Sequence[str]] = None
+
+  def __post_init__(self):
+    checks.check({"EVAL_PERIOD": self.period, "EVAL_SPLIT": self.split,
+                  "EVAL_MAX_EXAMPLES": self.max_examples, "EvaluationConfig.batch_size": self.batch_size,
+                  "EARLY_STOPPING_PATIENCE": self.early_stopping_patience,
+                  "EVAL_SCORE_TASKS": self.score_tasks})
+    checks.decoder(self.decode_fn)

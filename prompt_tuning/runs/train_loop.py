@@ -128,13 +128,16 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   evaluation's checkpoint (and prompt). `seed` sets the prompt's initialization, the data order
   and dropout. Returns the best evaluation's metrics.
   """
-  model_dir = checks.local_folder(checks.require(model_dir, "MODEL_DIR", "/tmp/my_run"), "MODEL_DIR")
+  model_dir = checks.output_folder(model_dir, "MODEL_DIR")
   checks.require(dataset.mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
+  checks.check({"TRAIN_STEPS": train_steps, "NUM_MICROBATCHES": num_microbatches, "LOG_PERIOD": log_period,
+                "SEED": seed, "Z_LOSS": z_loss, "MESH_SHAPE": mesh_shape, "PROMPT_INIT": prompt_init,
+                "MODEL": model, "OPTIMIZER": optimizer})
+  patterns = [tuning.trainable] if isinstance(tuning.trainable, str) else list(tuning.trainable)
+  if all(p.startswith(model_lib.PROMPT_KEY) for p in patterns):
+    checks.prompt_length(model.prompt_length, f"TRAINABLE = {patterns} trains only the prompt")
   batch_size = dataset.batch_size
-  if int(train_steps) < 1 or int(batch_size) < 1:
-    raise UsageError(f"TRAIN_STEPS ({train_steps}) and BATCH_SIZE ({batch_size}) must be positive")
-  if batch_size % num_microbatches:
-    raise UsageError(f"BATCH_SIZE {batch_size} is not divisible by num_microbatches={num_microbatches}")
+  checks.divides(batch_size, num_microbatches)
   if dataset.pack and (dataset.length_buckets or model.placement != "prefix" or model.num_prompts):
     raise UsageError("PACK = True needs the prefix placement, one shared prompt and no "
                      "LENGTH_BUCKETS (packing already removes the padding): unset one of them")

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import optax
 
+from prompt_tuning.config import checks
+
 
 def adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8, step_offset: int = 0,
               clipping_threshold: float | None = 1.0, weight_decay_rate: float | None = 1e-5,
               epsilon1: float = 1e-30, factored: bool = False) -> optax.GradientTransformation:
   """The paper's optimizer (defaults); `factored=False` keeps the prompt's second moment whole."""
+  checks.check({"LEARNING_RATE": learning_rate, "adafactor.decay_rate": decay_rate,
+                "adafactor.step_offset": step_offset, "adafactor.clipping_threshold": clipping_threshold,
+                "adafactor.weight_decay_rate": weight_decay_rate, "adafactor.epsilon1": epsilon1})
   return optax.adafactor(
       learning_rate=learning_rate,
       min_dim_size_to_factor=128,

@@ -16,11 +16,13 @@ Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import gc
 import itertools
 import json
 import math
+import re
 import resource
 import sys
 import time
@@ -126,6 +128,55 @@ def saved_activations(module: model_lib.PromptT5, prompt, frozen, batch) -> list
 
 def gib(n_bytes: float) -> float:
   return round(n_bytes / 2 ** 30, 2)
+
+
+_HLO_ARRAY = re.compile(r"\b(pred|bf16|[suf]\d+)\[([\d,]*)\]")
+_HLO_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = (.+?) ([\w\-]+)\((.*)$")
+_NO_WORK = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "call",
+            "conditional", "after-all"}
+
+
+def _hlo_bytes(shape: str) -> int:
+  total = 0
+  for dtype, dims in _HLO_ARRAY.findall(shape):
+    size = 1 if dtype == "pred" else 2 if dtype == "bf16" else int(dtype[1:]) // 8
+    total += size * math.prod(int(d) for d in dims.split(",") if d)
+  return total
+
+
+def hlo_bytes_by_class(hlo: str, score_len: int) -> dict[str, int]:
+  """Bytes each class of instruction of a compiled step's HLO reads and writes (operands + result,
+  as XLA's cost analysis counts them; a loop body once): `matmul` (a dot, or a fusion or library
+  call around one), `reduce` and `elementwise` (every other fusion and op), with `/scores` where
+  one of the arrays is [..., score_len, score_len], the attention scores."""
+  bodies, body = {}, None
+  for line in hlo.splitlines():
+    if line[:1] not in ("", " ") and line.rstrip().endswith("{"):
+      body = bodies.setdefault(line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%"), [])
+    elif body is not None and (m := _HLO_INSTRUCTION.match(line)):
+      body.append(m.groups())
+  shapes = {name: shape for insts in bodies.values() for name, shape, _, _ in insts}
+  fused = set(re.findall(r"calls=%([\w.\-]+)", hlo))
+
+  def kind(op, rest):
+    ops = {op}
+    if op == "fusion":
+      ops = {o for _, _, o, _ in bodies.get(re.search(r"calls=%([\w.\-]+)", rest).group(1), [])}
+    if ops & {"dot", "convolution"} or (op == "custom-call" and "gemm" in rest.lower()):
+      return "matmul"
+    return "reduce" if "reduce" in ops else "elementwise"
+
+  out = collections.Counter()
+  for name, insts in bodies.items():
+    if name in fused:
+      continue
+    for _, shape, op, rest in insts:
+      if op in _NO_WORK:
+        continue
+      arrays = [shape] + [shapes.get(o, "") for o in re.findall(r"%([\w.\-]+)", rest.split("),")[0])]
+      scores = any(dims.endswith(f"{score_len},{score_len}") for a in arrays for _, dims in _HLO_ARRAY.findall(a))
+      out[kind(op, rest) + ("/scores" if scores else "")] += sum(map(_hlo_bytes, arrays))
+  return dict(out.most_common())
 
 
 def memory_bytes(size: str, remat: str, args) -> tuple[int, int]:
@@ -266,6 +317,18 @@ def size_config(size: str, scan: bool, args) -> t5.T5Config:
   return bench_config(size, remat, args.dtype, args.attention).replace(scan_layers=scan)
 
 
+def xla_costs(compiled, args) -> dict:
+  """XLA's FLOP and byte counts of a compiled step, and with --profile its bytes by class."""
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  out = {"xla_tflops_per_step": round(float(cost.get("flops", 0.0)) / 1e12, 3),
+         "xla_gb_accessed_per_step": round(float(cost.get("bytes accessed", 0.0)) / 1e9, 1)}
+  if args.profile:
+    by_class = hlo_bytes_by_class(compiled.as_text(), args.inputs_len + args.prompt_len)
+    out["gb_by_class"] = {k: round(v / 1e9, 1) for k, v in by_class.items()}
+  return out
+
+
 def compile_record(size: str, scan: bool, args, mesh) -> dict:
   """Seconds to lower and to compile the real train step on abstract weights (process CPU time
   too, which other work on the machine disturbs less than wall time) and XLA's memory plan."""
@@ -289,7 +352,7 @@ def compile_record(size: str, scan: bool, args, mesh) -> dict:
           "output_gib": gib(mem.output_size_in_bytes), "alias_gib": gib(mem.alias_size_in_bytes),
           "code_mib": round(mem.generated_code_size_in_bytes / 2 ** 20, 1),
           "max_rss_gib": gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-          "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+          "device": jax.devices()[0].device_kind, "jax": jax.__version__, **xla_costs(compiled, args)}
 
 
 def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
@@ -306,8 +369,6 @@ def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
   dt = (time.perf_counter() - t) / args.steps
   enc_len = args.inputs_len + args.prompt_len
   flops = step_flops(cfg, args.batch, enc_len, args.targets_len)
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   mem = compiled.memory_analysis()
   tflops = flops / dt / 1e12
   rec = {"system": "prompt_tuning", "size": size, "batch": args.batch, "inputs_len": args.inputs_len,
@@ -316,14 +377,13 @@ def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
          "scan_layers": scan,
          "step_s": round(dt, 5), "examples_per_s": round(args.batch / dt, 2),
          "tflops_per_s": round(tflops, 2),
-         "xla_tflops_per_step": round(float(cost.get("flops", 0.0)) / 1e12, 3) if cost else None,
          "analytic_tflops_per_step": round(flops / 1e12, 3),
          "frac_of_matmul_peak": round(tflops / peak_tflops, 3) if peak_tflops else None,
          "temp_gib": round(mem.temp_size_in_bytes / 2 ** 30, 2) if mem else None,
          "saved_activations_gib": gib(memory_bytes(size, remat, args)[1]),
          "peak_mem_gib": peak_memory_gib(), "device": jax.devices()[0].device_kind,
          "num_devices": jax.device_count(), "compile_s": round(compile_s, 1),
-         "loss": round(float(stats["loss"]), 4)}
+         "loss": round(float(stats["loss"]), 4), **xla_costs(compiled, args)}
   if args.length_dist == "rte":
     rec.update(padding_waste(runner, args))
   return rec
@@ -399,6 +459,9 @@ def flag_parser() -> argparse.ArgumentParser:
   p.add_argument("--compile-only", action="store_true",
                  help="no timing: lower and compile the train step on abstract weights (nothing is "
                       "allocated) and print seconds and XLA's memory analysis (runs on a CPU)")
+  p.add_argument("--profile", action="store_true",
+                 help="add the GB each class of instruction of the compiled step reads and writes "
+                      "(matmul, reduce, elementwise; /scores: on attention scores)")
   p.add_argument("--scan-layers", default="no", choices=["no", "yes", "both"],
                  help="run each stack's layers as one scan (T5Config.scan_layers); both: scanned "
                       "first, then unrolled")

@@ -13,7 +13,7 @@ run() {
   timeout "$limit" "$@" | tee -a "$out"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
-run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak
+run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak --profile
 run 95 python "$peer" --sizes small,base,large,xl $w
 # XL and XXL in separate processes: a slow compile of one cannot take the other down. XL runs
 # scanned layers first, then unrolled (step and compile time of both); XXL scanned only.

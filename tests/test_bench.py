@@ -31,6 +31,21 @@ def test_analytic_flops_agree_with_xla_cost_analysis():
   assert bench.step_flops(cfg, 4, 64, 8, weight_grads=True) == 1.5 * analytic
 
 
+def test_bytes_by_instruction_class_add_up_to_xla_cost_analysis():
+  cfg = tiny.tiny_config(vocab_size=256, emb_dim=64, mlp_dim=128, num_heads=2, head_dim=32)
+  module = model_lib.build(cfg, prompt_length=8)
+  prompt, frozen = model_lib.split(tiny.random_params(module))
+  batch = {k: jnp.asarray(np.minimum(v, 255)) for k, v in bench.random_batch(4, 56, 8).items()}
+  grad = jax.jit(jax.grad(lambda p: ts.loss_fn(p, frozen, batch, None, module=module)[0]))
+  compiled = grad.lower(prompt).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  by_class = bench.hlo_bytes_by_class(compiled.as_text(), 64)  # 56 inputs + 8 prompt
+  assert sum(by_class.values()) == pytest.approx(cost["bytes accessed"], rel=0.01)
+  assert by_class["matmul/scores"] > 0 and by_class["matmul"] > 0 and by_class["elementwise"] > 0
+  assert not any(k.endswith("/scores") for k in bench.hlo_bytes_by_class(compiled.as_text(), 63))
+
+
 def test_paper_size_flops_equal_the_peer_scripts_count():
   """Same analytic count as the PEFT peer benchmark (values it prints for these workloads)."""
   assert bench.step_flops(bench.t5.config_for("base"), 32, 612, 8) == 8_784_445_440_000

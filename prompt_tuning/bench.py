@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prompt_tuning.model import layer_stack
 from prompt_tuning.model import params as params_lib
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.model import prompts
@@ -90,13 +91,19 @@ def abstract_params(module: model_lib.PromptT5, frozen_dtype) -> tuple[Any, Any]
 
 
 def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
-  """Random frozen weights made in `dtype` by one jitted call, already sharded (no f32 copy)."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(module, dtype)[1])
+  """Random frozen weights made in `dtype` by one jitted call, already sharded (no f32 copy).
+
+  Both layer layouts get the same values (scanned ones are the unrolled ones stacked), so a
+  scanned and an unrolled run of one size report the same loss.
+  """
+  unrolled = module.clone(cfg=module.cfg.replace(scan_layers=False))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(unrolled, dtype)[1])
 
   def make(key):
     out = [_random_leaf(jax.random.fold_in(key, i), leaf.shape, leaf.dtype, path[-1].key)
            for i, (path, leaf) in enumerate(leaves)]
-    return jax.tree_util.tree_unflatten(treedef, out)
+    tree = jax.tree_util.tree_unflatten(treedef, out)
+    return layer_stack.stack_layers(tree) if module.cfg.scan_layers else tree
 
   return jax.jit(make, out_shardings=shardings)(jax.random.PRNGKey(seed))
 

@@ -86,6 +86,15 @@ def test_cli_prints_one_json_record_per_size(capsys):
   assert rec["system"] == "prompt_tuning" and rec["size"] == "tiny" and rec["examples_per_s"] > 0
 
 
+def test_scanned_and_unrolled_timings_run_the_same_weights(capsys):
+  bench.main(["--sizes", "tiny", "--batch", "2", "--inputs-len", "16", "--prompt-len", "4",
+              "--targets-len", "4", "--steps", "1", "--warmup", "0", "--mesh", "1,1",
+              "--scan-layers", "both", "--dtype", "float32", "--frozen-dtype", "float32"])
+  scanned, unrolled = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()[-2:]]
+  assert (scanned["scan_layers"], unrolled["scan_layers"]) == (True, False)
+  assert scanned["loss"] == pytest.approx(unrolled["loss"], rel=1e-5)
+
+
 def test_rte_batches_hold_the_same_kind_of_examples_in_each_mode():
   import argparse
   args = argparse.Namespace(batch=8, steps=3, inputs_len=512, targets_len=8, prompt_len=100)

@@ -119,6 +119,8 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
                      "--gin.NAME spellings; models/*.gin come before prompts/*.gin and runs/*.gin)") from err
   finally:
     logging.getLogger().removeFilter(quiet)
+  global _FLAG_NAMES
+  _FLAG_NAMES = frozenset(b.partition("=")[0].strip() for b in bindings)
   for binding in bindings:
     try:
       gin.parse_config(_as_binding(binding))
@@ -128,6 +130,13 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
 
 
 _GIN_ERRORS = (ValueError, IOError, KeyError, SyntaxError, TypeError)
+_FLAG_NAMES: frozenset = frozenset()
+
+
+def bound_by_flag(name: str) -> bool:
+  """Whether the last `parse` got `--gin.<name>=...` (a value the user asked for by name, as
+  opposed to one a gin file supplies as the default)."""
+  return name in _FLAG_NAMES
 
 
 def _did_you_mean(name: str, known) -> str:

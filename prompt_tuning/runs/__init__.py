@@ -12,4 +12,5 @@ entry points import it.
   configurables.py   the library's functions registered with gin
   launch.py          what the command-line flags ask of the data package before a run
   peft_export.py     prompts as PEFT adapters, the model's sizes read from the run or checkpoint
+  prompt_sources.py  PROMPT_FILE of eval / infer: a run's MODEL_DIR, the prompt length the files hold
 """

@@ -6,21 +6,20 @@ before anything is written to the output folder.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Mapping, Optional
 
 import gin
-import numpy as np
 
 import prompt_tuning.runs.configurables  # noqa: F401  the library's functions, for gin
-from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.config import checks
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.parallel import multihost
 from prompt_tuning.runs import backbone
 from prompt_tuning.runs import ensemble
+from prompt_tuning.runs import metrics_writer
+from prompt_tuning.runs import prompt_sources
 from prompt_tuning.runs.evaluator import Evaluator
 
 
@@ -28,7 +27,7 @@ def _prompt_files(prompt_file, many: bool) -> list:
   """PROMPT_FILE as a list of existing files (several only where `many`: an ensemble)."""
   if not prompt_file or prompt_file is gin.REQUIRED:
     raise UsageError("PROMPT_FILE is not set: add --gin.PROMPT_FILE=/path/prompt.npy")
-  files = [prompt_file] if isinstance(prompt_file, str) else list(prompt_file)
+  files = [prompt_sources.resolve(p) for p in ([prompt_file] if isinstance(prompt_file, str) else prompt_file)]
   if len(files) > 1 and not many:
     raise UsageError("PROMPT_FILE lists several prompts: ensembles are evaluated by "
                                 "prompt_tuning.eval; give inference one prompt file, or a "
@@ -36,7 +35,8 @@ def _prompt_files(prompt_file, many: bool) -> list:
   for path in files:
     if not os.path.exists(path):
       raise UsageError(f"prompt file {path!r} does not exist: set PROMPT_FILE to a .npy "
-                                  "saved by training (MODEL_DIR/prompt_best.npy) or a PEFT folder")
+                                  "saved by training (MODEL_DIR/prompt_best.npy), a PEFT folder or "
+                                  "the run's MODEL_DIR")
   return files
 
 
@@ -56,26 +56,6 @@ def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed,
   return frozen, ensemble.prompt_table(prompts) if table else prompts[0]
 
 
-def _write_jsonl(path: str, rows) -> None:
-  """Writes `rows` atomically; in a multi-host job only the primary host writes."""
-  if not multihost.is_primary():
-    return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(state_lib.strict_json(row), default=_jsonable, allow_nan=False) + "\n")
-  os.replace(tmp, path)
-
-
-def _jsonable(value):
-  if isinstance(value, bytes):
-    return value.decode("utf-8", "replace")
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  return float(value) if np.ndim(value) == 0 else str(value)
-
-
 def _check_settings(model, mixture_or_task_name, task_feature_lengths, batch_size, initial_checkpoint_path,
                     mesh_shape, frozen_dtype, seed, decode_fn) -> None:
   """The settings run_eval and run_infer share, checked before anything is read or written."""
@@ -86,7 +66,7 @@ def _check_settings(model, mixture_or_task_name, task_feature_lengths, batch_siz
 
 
 def _inputs_text(example) -> str:
-  return _jsonable(example.get("inputs_pretokenized", b""))
+  return metrics_writer.jsonable(example.get("inputs_pretokenized", b""))
 
 
 @gin.configurable(module="prompt_tuning.runs.eval_infer")
@@ -106,6 +86,7 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                   mesh_shape, frozen_dtype, seed, decode_fn)
   checks.check({"EVAL_SPLIT": split, "EVAL_MAX_EXAMPLES": max_examples})
   files = _prompt_files(prompt_file, many=True)
+  model = prompt_sources.fit_prompt_length(model, files)
   ensembled = len(files) > 1
   evaluator = Evaluator(_with_table(model, len(files)) if ensembled else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
@@ -117,10 +98,10 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   else:
     metrics, outputs = evaluator.evaluate(prompt, frozen.params)
   for data in evaluator.tasks:
-    rows = ({"inputs": _inputs_text(e), "targets": _jsonable(e.get("targets_pretokenized", b"")),
+    rows = ({"inputs": _inputs_text(e), "targets": metrics_writer.jsonable(e.get("targets_pretokenized", b"")),
              **(o if ensembled else {"output": o})} for e, o in zip(data.examples, outputs[data.task.name]))
-    _write_jsonl(os.path.join(output_dir, f"{data.task.name}.{split}.predictions.jsonl"), rows)
-  _write_jsonl(os.path.join(output_dir, "metrics.jsonl"), [{"prompt_file": prompt_file, **metrics}])
+    metrics_writer.write_jsonl(os.path.join(output_dir, f"{data.task.name}.{split}.predictions.jsonl"), rows)
+  metrics_writer.write_jsonl(os.path.join(output_dir, "metrics.jsonl"), [{"prompt_file": prompt_file, **metrics}])
   if multihost.is_primary():
     for name, value in sorted(metrics.items()):
       print(f"{name}: {value:.4f}")
@@ -147,6 +128,8 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                   mesh_shape, frozen_dtype, seed, decode_fn)
   checks.check({"INFER_SPLIT": split, "INFER_MAX_EXAMPLES": max_examples, "INFER_MODE": mode})
   per_task = dict(prompt_file) if isinstance(prompt_file, Mapping) else None
+  model = prompt_sources.fit_prompt_length(
+      model, _prompt_files(list(per_task.values()) if per_task else prompt_file, many=bool(per_task)))
   evaluator = Evaluator(_with_table(model, len(per_task)) if per_task else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)
@@ -169,10 +152,10 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
     for e, o in zip(data.examples, outputs[data.task.name]):
       row = {"inputs": _inputs_text(e), key: o}
       if mode == "score":
-        row["targets"] = _jsonable(e.get("targets_pretokenized", b""))
+        row["targets"] = metrics_writer.jsonable(e.get("targets_pretokenized", b""))
       rows.append(row)
     path = os.path.join(output_dir, f"{data.task.name}.{split}.{mode}.jsonl")
-    _write_jsonl(path, rows)
+    metrics_writer.write_jsonl(path, rows)
     written.append(path)
     if multihost.is_primary():
       print(f"wrote {len(rows)} lines to {path}")

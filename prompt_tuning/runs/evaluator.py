@@ -136,19 +136,30 @@ class Evaluator:
       outputs += self._predict(params, batch, ranked, vocabulary, i)[:n]
     return outputs
 
-  def task_metrics(self, data: TaskData, outputs: list) -> dict:
-    task = data.task
-    post = task.postprocess_fn or (lambda x, example=None, is_target=False: x)
+  def _postprocessed(self, data: TaskData, outputs: list) -> tuple[list, list]:
+    """(targets, predictions) as the task's metric functions take them: postprocessed target
+    strings, and postprocessed decoded outputs (or, for ranked tasks, the scores as they are)."""
+    post = data.task.postprocess_fn or (lambda x, example=None, is_target=False: x)
     targets = [post(e.get("targets_pretokenized", e["targets"]), example=e, is_target=True) for e in data.examples]
-    results = {}
     if data.is_ranked:
-      for fn in task.score_metric_fns:
-        results.update(fn(targets, outputs))
-    else:
-      predictions = [post(o, example=e, is_target=False) for o, e in zip(outputs, data.examples)]
-      for fn in task.predict_metric_fns:
-        results.update(fn(targets, predictions))
+      return targets, list(outputs)
+    return targets, [post(o, example=e, is_target=False) for o, e in zip(outputs, data.examples)]
+
+  def task_metrics(self, data: TaskData, outputs: list) -> dict:
+    targets, predictions = self._postprocessed(data, outputs)
+    results = {}
+    for fn in data.task.score_metric_fns if data.is_ranked else data.task.predict_metric_fns:
+      results.update(fn(targets, predictions))
     return {k: float(v) for k, v in results.items() if np.ndim(v) == 0}
+
+  def inference_rows(self, data: TaskData, outputs: list) -> list[dict]:
+    """One row per example as T5X's inference evaluation writes them (seqio's JSONLogger): the
+    preprocessed example as `input`, the postprocessed `target`, and the postprocessed
+    `prediction` (decoded tasks) or the `score` (ranked ones)."""
+    targets, predictions = self._postprocessed(data, outputs)
+    key = "score" if data.is_ranked else "prediction"
+    return [{"input": example, "target": target, key: prediction}
+            for example, target, prediction in zip(data.examples, targets, predictions)]
 
   def evaluate(self, prompt, frozen) -> tuple[dict, dict]:
     """(metrics, per-task outputs) of the prompted model on every task's split."""

@@ -17,12 +17,17 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from prompt_tuning.checkpoints import state as state_lib
+from prompt_tuning.config import fileio
+from prompt_tuning.parallel import multihost
+
 
 class MetricsWriter:
   """Appends scalar metrics to metrics.jsonl and TensorBoard."""
 
   def __init__(self, model_dir: str, tensorboard: bool = True, enabled: bool = True):
     """`enabled=False` (hosts other than the primary one in a multi-host job) writes nothing."""
+    self.model_dir = model_dir
     self.path = os.path.join(model_dir, "metrics.jsonl")
     self._file = self._tb = None
     if not enabled:
@@ -47,6 +52,26 @@ class MetricsWriter:
         if value is not None:
           self._tb.add_scalar(name, value, int(step))
 
+  def write_inferences(self, step: int, evaluator, metrics: Mapping[str, float], outputs: Mapping) -> None:
+    """T5X's per-evaluation files (seqio's JSONLogger, under MODEL_DIR/inference_eval/): for
+    each task `<task>-<step:06d>.jsonl`, one row per example ({"input", "target", "prediction"
+    or "score"}), and a line {"step", <metric>: value} in `<task>-metrics.jsonl` (rewritten
+    without the lines of this and later steps, which a resumed run evaluates again)."""
+    if self._file is None:
+      return
+    folder = os.path.join(self.model_dir, INFERENCE_EVAL)
+    for data in evaluator.tasks:
+      name = data.task.name
+      rows = [{**row, "input": _summarized(row["input"])}
+              for row in evaluator.inference_rows(data, outputs[name])]
+      write_jsonl(os.path.join(folder, f"{name}-{int(step):06d}.jsonl"), rows)
+      prefix = f"eval/{name}/"
+      values = {k[len(prefix):]: v for k, v in metrics.items()
+                if k.startswith(prefix) and k[len(prefix):] not in ("loss", "token_accuracy")}
+      path = os.path.join(folder, f"{name}-metrics.jsonl")
+      kept = [row for row in read_jsonl(path) if row.get("step", -1) < step] if os.path.exists(path) else []
+      write_jsonl(path, kept + [{"step": int(step), **values}])
+
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
@@ -54,9 +79,49 @@ class MetricsWriter:
       self._tb.close()
 
 
+INFERENCE_EVAL = "inference_eval"
+
+
 def _scalar(value) -> Optional[float]:
   value = float(np.asarray(value))
   return value if math.isfinite(value) else None  # JSON has no NaN/inf
+
+
+def jsonable(value):
+  """`value` for json.dumps: text for bytes, lists for arrays, numbers for numpy scalars."""
+  if isinstance(value, bytes):
+    return value.decode("utf-8", "replace")
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  return float(value) if np.ndim(value) == 0 else str(value)
+
+
+_MAX_LISTED = 32  # as seqio's inference logs: longer arrays (token ids) are only described
+
+
+def _summarized(example: Mapping) -> dict:
+  return {k: (f"array of shape {tuple(v.shape)}, {v.dtype}" if isinstance(v, np.ndarray) and v.size > _MAX_LISTED
+              else v) for k, v in example.items()}
+
+
+def write_jsonl(path: str, rows) -> None:
+  """`rows` as JSON lines, written atomically with the user's umask; in a multi-host job only
+  the primary host writes."""
+  if not multihost.is_primary():
+    return
+
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      for row in rows:
+        f.write(json.dumps(state_lib.strict_json(row), default=jsonable, allow_nan=False) + "\n")
+  fileio.atomic_write(path, write)
+
+
+def read_jsonl(path: str) -> list:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class Progress:

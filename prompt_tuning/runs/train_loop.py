@@ -10,6 +10,8 @@ before anything is written to MODEL_DIR; then MODEL_DIR gets
   config.gin        the parsed gin config of this run,
   metrics.jsonl     one JSON object per line: {"step", "train/loss", "eval/<task>/<metric>", ...},
   tensorboard/      the same scalars for TensorBoard,
+  inference_eval/   T5X's per-evaluation files: <task>-<step>.jsonl (input, target, prediction),
+                    <task>-metrics.jsonl,
   checkpoint_<step>/  trainable parameters + optimizer state + data position (resuming continues
                     from the latest),
   prompts/prompt_<step>.npy  every saved prompt, when a prompt trains (and prompts/peft_<step>/
@@ -220,8 +222,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
       if is_eval or is_save:
         _check_state(step, state, last_saved)
       if is_eval:
-        metrics = evaluator.evaluate(state.params, frozen)[0]
+        metrics, outputs = evaluator.evaluate(state.params, frozen)
         writer.write(step, metrics)
+        writer.write_inferences(step, evaluator, metrics, outputs)
         note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
         if best is None or score_of(metrics) > score_of(best[1]):
           best, evals_without_gain = (step, metrics), 0

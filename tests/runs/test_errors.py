@@ -73,8 +73,11 @@ def test_checkpoint_of_another_size(capsys, tmp_path):
 def test_prompt_file_missing_or_of_the_wrong_shape(capsys, tmp_path):
   argv = ["--gin_file=runs/quickstart_eval.gin", "--gin.PROMPT_LENGTH=4", f"--gin.EVAL_OUTPUT_DIR={tmp_path}/out"]
   _fails(capsys, eval_main.main, argv + [f"--gin.PROMPT_FILE={tmp_path}/none.npy"], "does not exist")
-  np.save(tmp_path / "p.npy", np.zeros((3, 5), np.float32))
-  _fails(capsys, eval_main.main, argv + [f"--gin.PROMPT_FILE={tmp_path}/p.npy"], "(3, 5)", "(4, 64)")
+  np.save(tmp_path / "p.npy", np.zeros((4, 5), np.float32))
+  _fails(capsys, eval_main.main, argv + [f"--gin.PROMPT_FILE={tmp_path}/p.npy"], "(4, 5)", "(4, 64)")
+  np.save(tmp_path / "q.npy", np.zeros((3, 64), np.float32))  # the length is the file's, unless given
+  _fails(capsys, eval_main.main, argv + [f"--gin.PROMPT_FILE={tmp_path}/q.npy"],
+         "--gin.PROMPT_LENGTH=4 disagrees with prompt file", "holds 3 prompt vectors")
   _untouched(tmp_path / "out")
 
 

@@ -265,6 +265,9 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
                                            above_minimum=True, optional=True),
     "adafactor.weight_decay_rate": number("the weight decay (None: none)", "1e-5", optional=True),
     "adafactor.epsilon1": number("Adafactor's epsilon", "1e-30", above_minimum=True),
+    "adafactor.multiply_by_parameter_scale": flag("whether updates are scaled by the parameter's RMS"),
+    "adafactor.min_dim_size_to_factor": whole(1, "the size both dimensions of a factored matrix reach", "128"),
+    "RESTORE_OPTIMIZER_STATE": flag("whether the checkpoint's Adafactor state and step are restored too"),
     # the prompt's initialization
     "CLASS_LABELS": _labels,
     "PROMPT_INIT_TEXT": text("the text the prompt starts from", "'classify the review'"),

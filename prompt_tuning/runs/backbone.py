@@ -12,12 +12,14 @@ from typing import Any, Optional, Sequence
 
 import jax
 
+from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.model import params as params_lib
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import optim
 
 
 @dataclasses.dataclass
@@ -72,6 +74,18 @@ def initial_prompt(frozen: Backbone, prompt_init: Optional[prompts_lib.Initializ
 def trainable_and_frozen(frozen: Backbone, prompt: dict, trainable: Sequence[str]) -> tuple[dict, dict]:
   """The whole parameter tree (backbone + prompt) split into (trainable, frozen) by the patterns."""
   return model_lib.split(model_lib.merge(prompt, frozen.params), trainable)
+
+
+def pretrained_optimizer_state(opt_state, checkpoint_path: Optional[str], shardings=None):
+  """`opt_state` with the Adafactor state and step of the T5X checkpoint (RESTORE_OPTIMIZER_STATE)."""
+  if checkpoint_path is None or hf.is_hf_checkpoint(checkpoint_path):
+    raise UsageError(f"RESTORE_OPTIMIZER_STATE = True needs a T5X checkpoint with its Adafactor state, "
+                     f"and INITIAL_CHECKPOINT_PATH is {checkpoint_path!r}: set RESTORE_OPTIMIZER_STATE = "
+                     "False to start the optimizer from zero")
+  try:
+    return optim.restore_t5x_state(opt_state, checkpoint_path, shardings)
+  except (ValueError, FileNotFoundError, OSError) as err:
+    raise UsageError(" ".join(str(err).split())) from None
 
 
 def load_prompts(frozen: Backbone, files: Sequence[str]) -> list[dict]:

@@ -55,10 +55,13 @@ class TuningConfig:
 @gin.configurable(module="prompt_tuning.runs.settings")
 @dataclasses.dataclass(frozen=True)
 class RestoreCheckpointConfig:
-  """The frozen backbone: a T5X checkpoint or Hugging Face folder (None: random, for tests), and
-  the dtype its weights are stored in (e.g. 'bfloat16' halves their memory)."""
+  """The backbone: a T5X checkpoint or Hugging Face folder (None: random, for tests), and the
+  dtype its frozen matrices are stored in (e.g. 'bfloat16' halves their memory; trainable ones
+  are float32). `optimizer_state`: also read the checkpoint's Adafactor state and step, as T5X's
+  fine-tuning does (model tuning); False starts the optimizer from zero."""
   path: Optional[str] = gin.REQUIRED
   dtype: Optional[str] = "float32"
+  optimizer_state: bool = False
 
   def __post_init__(self):
     checks.check({"INITIAL_CHECKPOINT_PATH": self.path, "FROZEN_DTYPE": self.dtype})

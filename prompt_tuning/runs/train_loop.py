@@ -174,6 +174,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   start, position = 0, 0
   primary = multihost.is_primary()  # the host that writes files and prints
   say = print if primary else (lambda *_: None)
+  if restored is None and restore.optimizer_state:
+    state = state.replace(opt_state=backbone.pretrained_optimizer_state(
+        state.opt_state, restore.path, state_shardings.opt_state))
   if restored is not None:
     state, start, position = restored.state, restored.step, int(restored.data_state.get("position", 0))
     say(f"resuming from {checkpointer.path(start)} (step {start})")

@@ -1,10 +1,13 @@
-"""A tiny prompt-tuning run that checkpoints and resumes: the subject of the exact-resume test.
+"""A tiny tuning run that checkpoints and resumes: the subject of the exact-resume test.
 
 Run twice with the same command line, it continues from its last checkpoint. The data stream is
 a pure function of (seed, position), so saving the position restores the data order exactly.
 Prints "saved <step>" after each checkpoint, "resumed <step>" when it resumes.
 
   python -m tests.checkpoints.resume_driver --backbone B --model_dir D --steps N --save_every K --out P.npy
+
+`--trainable '.*'` tunes every weight (and the prompt) instead of the prompt alone; the output
+file holds every trainable array, flattened and concatenated.
 """
 import argparse
 import functools
@@ -43,14 +46,18 @@ def main(argv=None):
   ap.add_argument("--save_every", type=int, default=2)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", required=True)
+  ap.add_argument("--trainable", default="prompt/.*", help="one TRAINABLE pattern")
   args = ap.parse_args(argv)
 
   module = model_lib.build(CFG, prompt_length=PROMPT_LENGTH)
-  frozen = restore.restore_frozen(module, args.backbone)
-  tx = optim.adafactor(learning_rate=0.3)
-  checkpointer = state_lib.TrainCheckpointer(args.model_dir, keep=2, frozen_checkpoint=args.backbone)
-  prompt = restore.restore_prompt(module, frozen, rng=jax.random.PRNGKey(args.seed))
-  state, position, rng = train_step.TrainState.create(prompt, tx), 0, jax.random.PRNGKey(args.seed + 1)
+  backbone = restore.restore_frozen(module, args.backbone, trainable=[args.trainable])
+  tx = (optim.adafactor(learning_rate=0.3) if args.trainable == "prompt/.*" else
+        optim.adafactor(learning_rate=1e-3, weight_decay_rate=None, factored=True))
+  checkpointer = state_lib.TrainCheckpointer(args.model_dir, keep=2, frozen_checkpoint=args.backbone,
+                                             trainable=[args.trainable])
+  prompt = restore.restore_prompt(module, backbone, rng=jax.random.PRNGKey(args.seed))
+  trainable, frozen = model_lib.split(model_lib.merge(prompt, backbone), [args.trainable])
+  state, position, rng = train_step.TrainState.create(trainable, tx), 0, jax.random.PRNGKey(args.seed + 1)
   restored = checkpointer.restore_latest(state)
   if restored is not None:
     state, position, rng = restored.state, restored.data_state["position"], jnp.asarray(restored.rng)
@@ -62,7 +69,8 @@ def main(argv=None):
     if int(state.step) % args.save_every == 0:
       checkpointer.save(int(state.step), state, {"position": position}, rng=rng)
       print(f"saved {int(state.step)}", flush=True)
-  np.save(args.out, np.asarray(state.params["prompt"]["prompt"]), allow_pickle=False)
+  arrays = [np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(state.params)]
+  np.save(args.out, np.concatenate(arrays), allow_pickle=False)
   return 0
 
 

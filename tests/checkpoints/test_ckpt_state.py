@@ -129,23 +129,25 @@ def test_peft_export_on_save(tmp_path):
   np.testing.assert_array_equal(prompt_io.load_peft(str(tmp_path / "prompts" / "peft_3"), (3, 4)), 0.25)
 
 
-def _driver(backbone, model_dir, out, cache, steps=40):
+def _driver(backbone, model_dir, out, cache, trainable, steps=40):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(cache),
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
          "PYTHONPATH": ROOT}
   cmd = [sys.executable, "-m", "tests.checkpoints.resume_driver", "--backbone", str(backbone),
-         "--model_dir", str(model_dir), "--steps", str(steps), "--save_every", "2", "--out", str(out)]
+         "--model_dir", str(model_dir), "--steps", str(steps), "--save_every", "2", "--out", str(out),
+         "--trainable", trainable]
   return cmd, env
 
 
-def test_sigkill_and_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("trainable", ["prompt/.*", ".*"], ids=["prompt_tuning", "model_tuning"])
+def test_sigkill_and_resume_is_bit_identical(tmp_path, trainable):
   backbone = lib.write_random_backbone(tmp_path / "backbone", lib.tiny_cfg())
   # A compilation cache shared by the three runs (and later test sessions): only the first compiles.
   cache = os.path.join(tempfile.gettempdir(), "prompt_tuning_tests_jax_cache")
-  cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache)
+  cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache, trainable)
   subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
 
-  cmd, env = _driver(backbone, tmp_path / "killed", tmp_path / "killed.npy", cache)
+  cmd, env = _driver(backbone, tmp_path / "killed", tmp_path / "killed.npy", cache, trainable)
   proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   for line in proc.stdout:
     if line.strip() == "saved 4":

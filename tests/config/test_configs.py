@@ -103,7 +103,7 @@ def test_bare_strings_in_bindings_are_quoted():
 
 @pytest.mark.parametrize("binding, expected", [
     ("TRAIN_STEP=10", "--gin.TRAIN_STEP=10: no binding of the gin config uses the macro TRAIN_STEP "
-                      "(did you mean TRAIN_STEPS?)"),
+                      "(did you mean TRAIN_STEPS or TRAINABLE?)"),
     ("MIXTURE_OR_TASK_MODULE=t5.data.mixtures", "uses the macro MIXTURE_OR_TASK_MODULE (did you mean "
                                                 "MIXTURE_OR_TASK_NAME?)"),
     ("train.modl_dir='/tmp/x'", "--gin.train.modl_dir='/tmp/x': train has no parameter 'modl_dir' "
@@ -148,4 +148,4 @@ def test_cli_refuses_an_unused_macro_in_one_line(capsys):
   assert rc == 2 and not calls
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("prompt_tuning.train: error: --gin.TRAIN_STEP=10: ")
-  assert "did you mean TRAIN_STEPS?" in err[0]
+  assert "did you mean TRAIN_STEPS or TRAINABLE?" in err[0]

@@ -64,7 +64,8 @@ class RestoreCheckpointConfig:
   optimizer_state: bool = False
 
   def __post_init__(self):
-    checks.check({"INITIAL_CHECKPOINT_PATH": self.path, "FROZEN_DTYPE": self.dtype})
+    checks.check({"INITIAL_CHECKPOINT_PATH": self.path, "FROZEN_DTYPE": self.dtype,
+                  "RESTORE_OPTIMIZER_STATE": self.optimizer_state})
 
 
 @gin.configurable(module="prompt_tuning.runs.settings")

@@ -84,8 +84,9 @@ def test_the_fixtures_pretrained_adafactor_state_is_restored_and_continued(capsy
 
 
 @pytest.mark.parametrize("bindings, needle", [
-    (["--gin.TRAINABLE=[]"], "TRAINABLE is empty"),
-    (["--gin.TRAINABLE=['prompt/.*']"], "(the model has no prompt: PROMPT_LENGTH is 0)"),
+    (["--gin.TRAINABLE=[]"], "TRAINABLE = [] is not a non-empty list"),
+    (["--gin.TRAINABLE=['prompt/.*']"], "PROMPT_LENGTH = 0 leaves no prompt"),
+    (["--gin.TRAINABLE=['prompt/.*', 'encoder/.*']"], "(the model has no prompt: PROMPT_LENGTH is 0)"),
     (["--gin.TRAINABLE=['encoder/layer_0/.*']"], "'encoder/layer_0/.*' matches no parameter"),
     (["--gin.RESTORE_OPTIMIZER_STATE=True"], "holds no Adafactor state"),
 ])

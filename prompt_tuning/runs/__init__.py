@@ -7,6 +7,7 @@ entry points import it.
   eval_infer.py      run_eval() / run_infer(): prompt files on a frozen checkpoint -> JSONL
   evaluator.py       Evaluator: a task's examples, loss, decoding / scoring and metrics
   ensemble.py        K prompts as one prompt table, majority vote (the paper's Table 3)
+  label_check.py     a warning when the targets need ids the frozen output layer cannot tell apart
   backbone.py        the frozen backbone on its mesh, the first prompt, prompt files
   metrics_writer.py  metrics.jsonl, TensorBoard, the progress bar
   configurables.py   the library's functions registered with gin

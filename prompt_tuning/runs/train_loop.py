@@ -41,6 +41,7 @@ from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.parallel import multihost
 from prompt_tuning.runs import backbone
 from prompt_tuning.runs import evaluator as evaluator_lib
+from prompt_tuning.runs import label_check
 from prompt_tuning.runs import metrics_writer
 from prompt_tuning.runs import peft_export
 from prompt_tuning.runs.settings import DatasetConfig
@@ -152,6 +153,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
                                       _score_tasks(dataset.mixture_or_task_name, evaluation))
   peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
   base = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed, trainable)
+  label_check.warn_indistinct_targets(base.params, evaluator, trainable)
   tx = optimizer or optim.adafactor()
   params, frozen = backbone.trainable_and_frozen(base, backbone.initial_prompt(base, prompt_init, seed),
                                                  trainable)

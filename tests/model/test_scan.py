@@ -82,16 +82,17 @@ def grad_of(module, params, batch):
   return jax.jit(jax.value_and_grad(lambda p: ts.loss_fn(p, frozen, batch, None, module=module)[0]))(prompt)
 
 
-@pytest.mark.parametrize("remat", ["none", "dots", "full"])
-def test_logits_loss_and_prompt_gradient_equal_the_unrolled_layers(remat):
-  unrolled, scanned, params, stacked = models(remat=remat)
+def test_loss_and_prompt_gradient_equal_the_unrolled_layers_with_every_remat():
+  """Remat applies per layer inside the scan: none, dots and full all give the unrolled numbers."""
+  unrolled, _, params, stacked = models()
   batch = tiny.random_batch(batch=4, inputs_len=9, targets_len=T, vocab=VOCAB, seed=2)
-  np.testing.assert_allclose(tiny.apply(scanned, stacked, batch), tiny.apply(unrolled, params, batch),
-                             rtol=1e-5, atol=1e-5)
-  (loss0, g0), (loss1, g1) = grad_of(unrolled, params, batch), grad_of(scanned, stacked, batch)
-  np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
-  np.testing.assert_allclose(g1["prompt"]["prompt"], g0["prompt"]["prompt"], rtol=1e-5, atol=1e-5)
+  loss0, g0 = grad_of(unrolled, params, batch)
   assert float(jnp.abs(g0["prompt"]["prompt"]).max()) > 1e-3  # a real gradient, not zeros
+  for remat in ("none", "dots", "full"):
+    loss1, g1 = grad_of(models(remat=remat)[1], stacked, batch)
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6, err_msg=remat)
+    np.testing.assert_allclose(g1["prompt"]["prompt"], g0["prompt"]["prompt"], rtol=1e-5, atol=1e-5,
+                               err_msg=remat)
 
 
 def _scan_inputs(jaxpr):
@@ -124,36 +125,44 @@ def test_the_program_does_not_grow_with_depth():
   assert lines(False, 6) > 2.5 * lines(False, 2)
 
 
-@pytest.mark.parametrize("decoder", ["greedy", "beam", "sample", "score"])
-def test_decoding_and_scores_equal_the_unrolled_layers(decoder):
-  """Beam search reorders the cache along its batch axis, which the layers axis moves to 1."""
-  unrolled, scanned, params, stacked = models()
+def _decode_all(module, params, batch):
+  """Greedy, beam (4), sampled (2 per example) outputs and teacher-forced scores, in one program."""
+  inputs = batch["encoder_input_tokens"]
+  return {"greedy": decoding.greedy(module, params, inputs, T),
+          "beam": decoding.beam_search(module, params, inputs, T, num_decodes=4),
+          "sample": decoding.sample(module, params, inputs, T, jax.random.PRNGKey(3), num_decodes=2),
+          "score": decoding.score(module, params, batch)}
+
+
+@functools.lru_cache(maxsize=None)
+def unrolled_outputs():
+  unrolled, _, params, _ = models()
   batch = tiny.random_batch(batch=4, inputs_len=9, targets_len=T, vocab=VOCAB, seed=2)
-  run = {"greedy": lambda m, p: decoding.greedy(m, p, batch["encoder_input_tokens"], T),
-         "beam": lambda m, p: decoding.beam_search(m, p, batch["encoder_input_tokens"], T, num_decodes=4),
-         "sample": lambda m, p: decoding.sample(m, p, batch["encoder_input_tokens"], T,
-                                                jax.random.PRNGKey(3), num_decodes=2),
-         "score": lambda m, p: (decoding.score(m, p, batch),)}[decoder]
-  want = jax.jit(functools.partial(run, unrolled))(params)
-  got = jax.jit(functools.partial(run, scanned))(stacked)
-  if decoder != "score":
-    np.testing.assert_array_equal(got[0], want[0])
-    assert len({tuple(np.asarray(r).ravel()) for r in want[0]}) > 1  # rows differ: a real check
-  np.testing.assert_allclose(got[-1], want[-1], rtol=1e-5, atol=1e-5)
+  return batch, jax.jit(functools.partial(_decode_all, unrolled))(params, batch)
 
 
-@pytest.mark.parametrize("decoder", ["greedy", "beam"])
-def test_scanned_decoding_on_a_4x2_mesh_equals_unrolled_on_one_device(decoder):
-  unrolled, scanned, params, stacked = models()
-  inputs = tiny.random_batch(batch=4, inputs_len=9, vocab=VOCAB, seed=2)["encoder_input_tokens"]
-  run = {"greedy": lambda m, p, x: decoding.greedy(m, p, x, T),
-         "beam": lambda m, p, x: decoding.beam_search(m, p, x, T, num_decodes=2)}[decoder]
-  tokens, scores = jax.jit(functools.partial(run, unrolled))(params, inputs)
+def _assert_same_outputs(got, want):
+  for name in ("greedy", "beam", "sample"):
+    np.testing.assert_array_equal(got[name][0], want[name][0], err_msg=name)
+    assert len({tuple(np.asarray(r).ravel()) for r in want[name][0]}) > 1  # rows differ: a real check
+    np.testing.assert_allclose(got[name][1], want[name][1], rtol=1e-5, atol=1e-5, err_msg=name)
+  np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_and_scores_equal_the_unrolled_layers():
+  """Beam search reorders the cache along its batch axis, which the layers axis moves to 1."""
+  _, scanned, _, stacked = models()
+  batch, want = unrolled_outputs()
+  _assert_same_outputs(jax.jit(functools.partial(_decode_all, scanned))(stacked, batch), want)
+
+
+def test_scanned_decoding_on_a_4x2_mesh_equals_unrolled_on_one_device():
+  _, scanned, _, stacked = models()
+  batch, want = unrolled_outputs()
   mesh, rules = partitioning.create_mesh((4, 2)), partitioning.logical_rules()
   prompt, frozen = model_lib.split(stacked)
   frozen = jax.device_put(frozen, params_lib.shardings(scanned, mesh, rules)[1])
   with partitioning.activation_context(mesh, rules):
-    got = jax.jit(functools.partial(run, scanned))(model_lib.merge(prompt, frozen),
-                                                   jax.device_put(inputs, partitioning.batch_sharding(mesh)))
-  np.testing.assert_array_equal(got[0], tokens)
-  np.testing.assert_allclose(got[1], scores, rtol=1e-5, atol=1e-5)
+    got = jax.jit(functools.partial(_decode_all, scanned))(
+        model_lib.merge(prompt, frozen), jax.device_put(batch, partitioning.batch_sharding(mesh)))
+  _assert_same_outputs(got, want)

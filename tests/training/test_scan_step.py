@@ -1,5 +1,8 @@
 """The train step with scanned layers equals the unrolled one: one device and a (4, 2) mesh, float32."""
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,22 +16,29 @@ from prompt_tuning.training import step as ts
 from tests import tiny
 
 
-@pytest.mark.parametrize("mesh_shape,remat", [((1, 1), "none"), ((4, 2), "none"), ((4, 2), "full")])
-def test_scanned_train_steps_equal_unrolled_ones(mesh_shape, remat):
-  cfg = tiny.tiny_config(num_heads=4, num_encoder_layers=3)
-  unrolled = model_lib.build(cfg, prompt_length=3)
-  scanned = model_lib.build(cfg.replace(scan_layers=True, remat=remat), prompt_length=3)
+CFG = tiny.tiny_config(num_heads=4, num_encoder_layers=3)
+
+
+@functools.lru_cache(maxsize=None)
+def unrolled_run():
+  """(prompt, frozen weights, batches, tx, losses and final state of three unrolled steps)."""
+  unrolled = model_lib.build(CFG, prompt_length=3)
   prompt, frozen = model_lib.split(tiny.random_params(unrolled))
   prompt = model_lib.init_prompt(unrolled, prompts.sampled_vocab(), jax.random.PRNGKey(1), frozen)
   batches = [tiny.random_batch(batch=8, seed=s) for s in range(3)]
   tx = optim.adafactor()
-
-  reference = jax.jit(lambda s, b: ts.train_step(s, frozen, b, None, module=unrolled, tx=tx))
-  ref_state, ref_losses = ts.TrainState.create(prompt, tx), []
+  step = jax.jit(lambda s, b: ts.train_step(s, frozen, b, None, module=unrolled, tx=tx))
+  state, losses = ts.TrainState.create(prompt, tx), []
   for batch in batches:
-    ref_state, stats = reference(ref_state, batch)
-    ref_losses.append(float(stats["loss"]))
+    state, stats = step(state, batch)
+    losses.append(float(stats["loss"]))
+  return prompt, frozen, batches, tx, losses, state
 
+
+@pytest.mark.parametrize("mesh_shape,remat", [((1, 1), "none"), ((4, 2), "full")])
+def test_scanned_train_steps_equal_unrolled_ones(mesh_shape, remat):
+  prompt, frozen, batches, tx, ref_losses, ref_state = unrolled_run()
+  scanned = model_lib.build(CFG.replace(scan_layers=True, remat=remat), prompt_length=3)
   mesh = partitioning.create_mesh(mesh_shape, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   rules = partitioning.logical_rules()
   _, frozen_sh = params_lib.shardings(scanned, mesh, rules)
@@ -36,7 +46,7 @@ def test_scanned_train_steps_equal_unrolled_ones(mesh_shape, remat):
   if mesh_shape[1] > 1:  # every device holds all layers, and its part of each head dimension
     q = stacked["encoder"]["layers"]["attention"]["query"]["kernel"]
     assert q.addressable_shards[0].data.shape == (3, 16, 16 // mesh_shape[1])
-  state = ts.TrainState.create(prompt, tx)
+  state = ts.TrainState.create(jax.tree.map(jnp.copy, prompt), tx)  # the step donates it
   state_sh = ts.state_shardings(state, mesh)
   step = ts.partitioned_train_step(scanned, tx, mesh, rules, frozen_sh, state_sh)
   state, losses = jax.device_put(state, state_sh), []

@@ -251,6 +251,8 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
     "ACTIVATION_DTYPE": one_of(DTYPES, "the compute dtype"),
     "FROZEN_DTYPE": one_of(DTYPES, "the storage dtype of the frozen weights", optional=True),
     "MESH_SHAPE": _mesh_shape,
+    "PARAMETER_PARTITIONING_DIMS": one_of((1, 2), "how many mesh axes split each weight (2: also `embed` "
+                                          "over `data`, FSDP-style)"),
     "INITIAL_CHECKPOINT_PATH": text("the frozen checkpoint (None: random, for tests)",
                                     "gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000",
                                     optional=True),

@@ -1,9 +1,14 @@
 """A (data, model) device mesh and T5X-style logical axis rules.
 
 Every parameter and activation of the model is named with logical axes (`batch`, `embed`,
-`heads`, ...); the rules below map them onto the two mesh axes, as T5X's standard rules do with
-1-D parameter partitioning: the batch is split over `data`, heads/MLP/vocabulary over `model`,
-and the prompt is replicated (it is tiny, and replication lets any host save it as numpy).
+`heads`, ...); the rules below map them onto the two mesh axes, as T5X's standard rules do.
+With 1-D parameter partitioning (the default) the batch is split over `data`, heads/MLP/
+vocabulary over `model`, and the prompt is replicated (it is tiny, and replication lets any host
+save it as numpy). 2-D parameter partitioning (T5X's `parameter_partitioning_dims=2`) also
+splits every weight's `embed` dimension over `data`, FSDP-style: weights, their gradients and
+their optimizer statistics take 1 / (data x model) of the memory on each device instead of
+1 / model, which model tuning of XL and XXL needs; activations keep `embed` whole, since their
+`batch` already uses `data`.
 """
 from __future__ import annotations
 
@@ -60,9 +65,34 @@ def create_mesh(shape: Sequence[int] = (-1, 1), devices: Optional[Sequence[Any]]
   return Mesh(grid, AXES)
 
 
-def logical_rules(additional: Sequence[tuple[str, Optional[str]]] = ()) -> tuple:
-  """Standard rules, with `additional` ones taking precedence (first match wins)."""
-  return tuple(additional) + STANDARD_RULES
+PARAMETER_PARTITIONING_DIMS = (1, 2)
+
+
+def logical_rules(additional: Sequence[tuple[str, Optional[str]]] = (),
+                  parameter_partitioning_dims: int = 1) -> tuple:
+  """Standard rules, with `additional` ones taking precedence (first match wins); with
+  `parameter_partitioning_dims=2`, `embed` goes over `data` (after `batch`, which keeps `data`
+  for activations: flax gives a mesh axis to one dimension of an array at most)."""
+  if parameter_partitioning_dims not in PARAMETER_PARTITIONING_DIMS:
+    raise ValueError(f"parameter_partitioning_dims must be 1 or 2, not {parameter_partitioning_dims!r}")
+  rules = STANDARD_RULES
+  if parameter_partitioning_dims == 2:
+    rules = tuple(("embed", "data") if name == "embed" else (name, axis) for name, axis in rules)
+  return tuple(additional) + rules
+
+
+def check_divisible(shapes: Any, shardings: Any) -> None:
+  """Every array's dimensions divide evenly over the mesh axes its sharding splits them over
+  (a ValueError naming the first that does not)."""
+  for (path, shape), sharding in zip(jax.tree_util.tree_flatten_with_path(shapes)[0],
+                                     jax.tree.leaves(shardings)):
+    for dim, axes in zip(shape.shape, sharding.spec):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      parts = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+      if dim % parts:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        raise ValueError(f"{name} {list(shape.shape)} cannot be split {parts} ways over mesh axis "
+                         f"{'x'.join(axes)} (a dimension of {dim})")
 
 
 def logical_specs(boxed_tree: Any) -> Any:

@@ -11,6 +11,8 @@ import os
 from typing import Any, Optional, Sequence
 
 import jax
+import optax
+from flax import linen as nn
 
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import restore
@@ -19,6 +21,7 @@ from prompt_tuning.model import params as params_lib
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.model import prompts as prompts_lib
 from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import footprint
 from prompt_tuning.training import optim
 
 
@@ -33,16 +36,24 @@ class Backbone:
 
 def restore_backbone(module: model_lib.PromptT5, checkpoint_path: Optional[str],
                      mesh_shape: Sequence[int] = (-1, 1), dtype: Optional[str] = "float32",
-                     seed: int = 0, trainable: Sequence[str] = ()) -> Backbone:
+                     seed: int = 0, trainable: Sequence[str] = (), parameter_partitioning_dims: int = 1,
+                     tx: Optional[optax.GradientTransformation] = None) -> Backbone:
   """The backbone from a T5X / Hugging Face checkpoint, or random weights when path is None.
 
-  Matrices are stored in `dtype`, except those the `trainable` patterns match: float32.
+  Matrices are stored in `dtype`, except those the `trainable` patterns match: float32. The
+  parameters are laid out by T5X's 1-D or 2-D parameter partitioning; a mesh that cannot split
+  them evenly, or (given the optimizer `tx`) whose devices cannot hold them with the train
+  state, is refused before any weight is read.
   """
-  try:
-    mesh = partitioning.create_mesh(tuple(mesh_shape))
-  except ValueError as err:
-    raise UsageError(str(err)) from None
-  rules = partitioning.logical_rules()
+  mesh, rules = _layout(module, mesh_shape, parameter_partitioning_dims)
+  if tx is not None:
+    try:
+      footprint.check_fits(footprint.step_bytes(module, tx, mesh, rules, trainable or (), dtype),
+                           footprint.device_memory_bytes())
+    except ValueError as err:
+      raise UsageError(f"MESH_SHAPE = {tuple(mesh_shape)} cannot hold the model: {err}; split the weights "
+                       "over more devices (PARAMETER_PARTITIONING_DIMS = 2, a larger MESH_SHAPE), store "
+                       "frozen ones in bfloat16 (FROZEN_DTYPE) or train fewer (TRAINABLE)") from None
   if checkpoint_path is None:
     print("warning: INITIAL_CHECKPOINT_PATH is None: the frozen model is RANDOM (tests only)")
     params = params_lib.init_random_frozen(module, jax.random.PRNGKey(seed), mesh, rules, dtype,
@@ -57,6 +68,24 @@ def restore_backbone(module: model_lib.PromptT5, checkpoint_path: Optional[str],
   except (ValueError, FileNotFoundError, OSError) as err:
     raise UsageError(f"cannot restore {checkpoint_path}: {' '.join(str(err).split())}") from None
   return Backbone(module, params, mesh, rules)
+
+
+def _layout(module: model_lib.PromptT5, mesh_shape: Sequence[int], parameter_partitioning_dims: int):
+  """(mesh, rules), refused in one line when the mesh cannot split the parameters evenly."""
+  try:
+    mesh = partitioning.create_mesh(tuple(mesh_shape))
+    rules = partitioning.logical_rules(parameter_partitioning_dims=parameter_partitioning_dims)
+  except ValueError as err:
+    raise UsageError(str(err)) from None
+  shapes = nn.meta.unbox(params_lib.abstract_params(module))
+  try:
+    partitioning.check_divisible(shapes, model_lib.merge(*params_lib.shardings(module, mesh, rules)))
+  except ValueError as err:
+    raise UsageError(f"MESH_SHAPE = {tuple(mesh_shape)} (data {mesh.shape['data']} x model "
+                     f"{mesh.shape['model']}, PARAMETER_PARTITIONING_DIMS = {parameter_partitioning_dims}) "
+                     f"cannot hold the model's parameters: {err}; choose mesh axes that divide the "
+                     "model's dimensions, or PARAMETER_PARTITIONING_DIMS = 1") from None
+  return mesh, rules
 
 
 def initial_prompt(frozen: Backbone, prompt_init: Optional[prompts_lib.Initializer], seed: int) -> dict:

@@ -122,7 +122,7 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
           train_steps: int = gin.REQUIRED, checkpoint: SaveCheckpointConfig = SaveCheckpointConfig(),
           evaluation: EvaluationConfig = EvaluationConfig(), tuning: TuningConfig = TuningConfig(),
           prompt_init: Optional[prompts_lib.Initializer] = None, optimizer=None,
-          mesh_shape: Sequence[int] = (-1, 1), seed: int = 0, num_microbatches: int = 1,
+          mesh_shape: Sequence[int] = (-1, 1), parameter_partitioning_dims: int = 1, seed: int = 0, num_microbatches: int = 1,
           z_loss: float = 1e-4, log_period: int = 100, progress_bar: Optional[bool] = None) -> dict:
   """Tunes what `tuning.trainable` selects for `train_steps` steps (counted from the start of tuning).
 
@@ -134,7 +134,8 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   model_dir = checks.output_folder(model_dir, "MODEL_DIR")
   checks.require(dataset.mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
   checks.check({"TRAIN_STEPS": train_steps, "NUM_MICROBATCHES": num_microbatches, "LOG_PERIOD": log_period,
-                "SEED": seed, "Z_LOSS": z_loss, "MESH_SHAPE": mesh_shape, "PROMPT_INIT": prompt_init,
+                "SEED": seed, "Z_LOSS": z_loss, "MESH_SHAPE": mesh_shape,
+                "PARAMETER_PARTITIONING_DIMS": parameter_partitioning_dims, "PROMPT_INIT": prompt_init,
                 "MODEL": model, "OPTIMIZER": optimizer})
   patterns = [tuning.trainable] if isinstance(tuning.trainable, str) else list(tuning.trainable)
   if all(p.startswith(model_lib.PROMPT_KEY) for p in patterns):
@@ -152,9 +153,10 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
                                       evaluation.max_examples, evaluation.decode_fn, seed,
                                       _score_tasks(dataset.mixture_or_task_name, evaluation))
   peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
-  base = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed, trainable)
-  label_check.warn_indistinct_targets(base.params, evaluator, trainable)
   tx = optimizer or optim.adafactor()
+  base = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed, trainable,
+                                   parameter_partitioning_dims, tx)
+  label_check.warn_indistinct_targets(base.params, evaluator, trainable)
   params, frozen = backbone.trainable_and_frozen(base, backbone.initial_prompt(base, prompt_init, seed),
                                                  trainable)
   trainable_shardings, frozen_shardings = params_lib.shardings(model, base.mesh, base.rules, trainable)

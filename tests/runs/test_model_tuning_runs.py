@@ -37,8 +37,10 @@ def _params(model_dir, step):
 
 
 def test_model_tuning_trains_every_weight_saves_them_and_resumes(capsys, tmp_path):
+  """On a (4, 2) mesh with T5X's 2-D parameter partitioning (weights split over both axes)."""
   model_dir = str(tmp_path / "model")
-  assert train_main.main(MODEL_TUNING + [f"--gin.MODEL_DIR={model_dir}"]) == 0
+  fsdp = ["--gin.MESH_SHAPE=(4, 2)", "--gin.PARAMETER_PARTITIONING_DIMS=2"]
+  assert train_main.main(MODEL_TUNING + fsdp + [f"--gin.MODEL_DIR={model_dir}"]) == 0
   out = capsys.readouterr().out
   assert "quickstart_review_sentiment: validation accuracy" in out
   meta = json.load(open(os.path.join(model_dir, "checkpoint_4", "metadata.json")))
@@ -51,7 +53,7 @@ def test_model_tuning_trains_every_weight_saves_them_and_resumes(capsys, tmp_pat
   assert all(v.dtype == np.float32 for v in tuned.values())
   changed = [n for n in tuned if not np.array_equal(tuned[n], pretrained[n].astype(np.float32))]
   assert len(changed) == len(tuned)
-  assert train_main.main(MODEL_TUNING + [f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=6"]) == 0
+  assert train_main.main(MODEL_TUNING + fsdp + [f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=6"]) == 0
   assert "resuming from" in capsys.readouterr().out and os.path.exists(os.path.join(model_dir, "checkpoint_6"))
 
 
@@ -103,4 +105,12 @@ def test_an_optimizer_state_that_does_not_fit_is_one_line_and_writes_nothing(cap
   _fails(capsys, train_main.main, FIXTURE + [f"--gin.MODEL_DIR={model_dir}", "--gin.RESTORE_OPTIMIZER_STATE=True",
                                              "--gin.adafactor.min_dim_size_to_factor=4"],
          "does not fit this optimizer", "RESTORE_OPTIMIZER_STATE = False")
+  _untouched(model_dir)
+
+
+def test_a_mesh_that_cannot_split_the_weights_is_one_line_and_writes_nothing(capsys, tmp_path):
+  model_dir = tmp_path / "m"
+  _fails(capsys, train_main.main, FIXTURE + [f"--gin.MODEL_DIR={model_dir}", "--gin.PARAMETER_PARTITIONING_DIMS=2"],
+         "MESH_SHAPE = (-1, 1) (data 8 x model 1, PARAMETER_PARTITIONING_DIMS = 2) cannot hold the model's "
+         "parameters", "cannot be split 8 ways over mesh axis data")
   _untouched(model_dir)

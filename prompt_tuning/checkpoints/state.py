@@ -131,17 +131,7 @@ class TrainCheckpointer:
     return ranked[0] if ranked else None
 
   def _ranked(self) -> list[int]:
-    """Steps with the metric, best first (ties: the earlier step first, as early stopping keeps
-    the first evaluation that reached the best value)."""
-    scored = []
-    for step in self.steps():
-      metrics = self._metadata(step).get("metrics") or {}
-      if self.metric in metrics:  # evaluated; a NaN score (written as null) ranks below any number
-        value = metrics[self.metric]
-        value = float(value) if value is not None else math.nan
-        key = math.inf if math.isnan(value) else -value if self.mode == "max" else value
-        scored.append((key, step))
-    return [s for _, s in sorted(scored)]
+    return ranked_steps(self.model_dir, self.metric, self.mode)
 
   # --------------------------------------------------------------------------- save
 
@@ -279,6 +269,20 @@ def _check_arrays(leaves: Mapping[str, Any], arrays: Mapping[str, jax.ShapeDtype
     if tuple(leaf.shape) != tuple(want.shape) or np.dtype(leaf.dtype) != np.dtype(want.dtype):
       raise ValueError(f"array {name!r} is stored as {np.dtype(leaf.dtype)}{list(leaf.shape)} but this "
                        f"run's state has {np.dtype(want.dtype)}{list(want.shape)}")
+
+
+def ranked_steps(model_dir: str, metric: str, mode: str = "max") -> list[int]:
+  """Steps of the complete checkpoints that hold `metric`, best first (ties: the earlier step
+  first, as early stopping keeps the first evaluation that reached the best value)."""
+  scored = []
+  for step in checkpoint_steps(model_dir):
+    metrics = (read_metadata(model_dir, step) or {}).get("metrics") or {}
+    if metric in metrics:  # evaluated; a NaN score (written as null) ranks below any number
+      value = metrics[metric]
+      value = float(value) if value is not None else math.nan
+      key = math.inf if math.isnan(value) else -value if mode == "max" else value
+      scored.append((key, step))
+  return [s for _, s in sorted(scored)]
 
 
 def checkpoint_steps(model_dir: str) -> list[int]:

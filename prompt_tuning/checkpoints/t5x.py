@@ -404,7 +404,8 @@ _CHUNK_BYTES = 64 * 2**20  # T5X also keeps zarr chunks at or below 64 MiB
 
 
 def write_t5x(path: str, params: Mapping, step: int = 0) -> str:
-  """Writes `params` as a legacy T5X checkpoint (msgpack + gzip zarr folders), atomically.
+  """Writes `params` (arrays, or `Leaf`s read one at a time) as a legacy T5X checkpoint (msgpack
+  + gzip zarr folders), atomically.
 
   The result is what T5X itself restores (`optimizer/target/...`), without optimizer state:
   restore it in T5X with `fallback_to_scratch=True` for the optimizer. Local paths only.
@@ -417,7 +418,7 @@ def write_t5x(path: str, params: Mapping, step: int = 0) -> str:
   os.makedirs(tmp)
   specs = {}
   for name, value in traverse_util.flatten_dict(dict(params), sep="/").items():
-    array = np.asarray(jax.device_get(value))
+    array = value.value() if isinstance(value, Leaf) else np.asarray(jax.device_get(value))
     folder = "target." + name.replace("/", ".")
     row_bytes = max(1, array[:1].nbytes) if array.ndim else array.nbytes
     chunks = list(array.shape)

@@ -2,7 +2,8 @@
 
 `run_eval` and `run_infer` are what `python -m prompt_tuning.eval` / `infer` call with their
 arguments bound in gin (configs/runs/prompt_eval.gin, prompt_infer.gin). Everything is checked
-before anything is written to the output folder.
+before anything is written to the output folder. PROMPT_FILE = None evaluates the checkpoint
+without a prompt: a model-tuned one (scripts/export_checkpoint.py), or the bare backbone.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from prompt_tuning.runs.evaluator import Evaluator
 
 
 def _prompt_files(prompt_file, many: bool) -> list:
-  """PROMPT_FILE as a list of existing files (several only where `many`: an ensemble)."""
+  """PROMPT_FILE as a list of existing files (several only where `many`: an ensemble); None:
+  no prompt."""
+  if prompt_file is None:
+    return []
   if not prompt_file or prompt_file is gin.REQUIRED:
     raise UsageError("PROMPT_FILE is not set: add --gin.PROMPT_FILE=/path/prompt.npy")
   files = [prompt_sources.resolve(p) for p in ([prompt_file] if isinstance(prompt_file, str) else prompt_file)]
@@ -40,6 +44,11 @@ def _prompt_files(prompt_file, many: bool) -> list:
   return files
 
 
+def _fit(model, files: list):
+  """`model` with the prompt length of `files`, or without a prompt when there are none."""
+  return prompt_sources.fit_prompt_length(model, files) if files else model.clone(prompt_length=0)
+
+
 def _with_table(model, size: int):
   """`model` with a table of `size` prompts in place of its one prompt (ensembles, per-task prompts)."""
   if model.num_prompts:
@@ -53,6 +62,8 @@ def _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed,
   checked before anything is written."""
   frozen = backbone.restore_backbone(model, initial_checkpoint_path, mesh_shape, frozen_dtype, seed)
   prompts = backbone.load_prompts(frozen, files)
+  if not prompts:
+    return frozen, {}
   return frozen, ensemble.prompt_table(prompts) if table else prompts[0]
 
 
@@ -86,7 +97,7 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                   mesh_shape, frozen_dtype, seed, decode_fn)
   checks.check({"EVAL_SPLIT": split, "EVAL_MAX_EXAMPLES": max_examples})
   files = _prompt_files(prompt_file, many=True)
-  model = prompt_sources.fit_prompt_length(model, files)
+  model = _fit(model, files)
   ensembled = len(files) > 1
   evaluator = Evaluator(_with_table(model, len(files)) if ensembled else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
@@ -128,8 +139,7 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
                   mesh_shape, frozen_dtype, seed, decode_fn)
   checks.check({"INFER_SPLIT": split, "INFER_MAX_EXAMPLES": max_examples, "INFER_MODE": mode})
   per_task = dict(prompt_file) if isinstance(prompt_file, Mapping) else None
-  model = prompt_sources.fit_prompt_length(
-      model, _prompt_files(list(per_task.values()) if per_task else prompt_file, many=bool(per_task)))
+  model = _fit(model, _prompt_files(list(per_task.values()) if per_task else prompt_file, many=bool(per_task)))
   evaluator = Evaluator(_with_table(model, len(per_task)) if per_task else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
                         max_examples, decode_fn, seed)

@@ -3,6 +3,12 @@
 metrics.jsonl holds one JSON object per line, `{"step": 1000, "train/loss": 3.2, ...}`, appended
 and flushed as they happen, so it can be tailed or loaded with `pandas.read_json(lines=True)`.
 TensorBoard files go to MODEL_DIR/tensorboard (tensorboardX: no TensorFlow needed).
+
+A resumed run (`start_step` > 0) continues the log of the run it resumes as if it had never
+stopped: the lines of steps after `start_step` (logged after the checkpoint it resumes from, by a
+run that was then killed) are dropped from metrics.jsonl, and each writer opens a new event file
+starting with a SessionLog START event at its first step, which makes TensorBoard discard the
+earlier files' events from that step on (its rule for restarted runs).
 """
 from __future__ import annotations
 
@@ -25,19 +31,27 @@ from prompt_tuning.parallel import multihost
 class MetricsWriter:
   """Appends scalar metrics to metrics.jsonl and TensorBoard."""
 
-  def __init__(self, model_dir: str, tensorboard: bool = True, enabled: bool = True):
-    """`enabled=False` (hosts other than the primary one in a multi-host job) writes nothing."""
+  def __init__(self, model_dir: str, tensorboard: bool = True, enabled: bool = True, start_step: int = 0):
+    """`enabled=False` (hosts other than the primary one in a multi-host job) writes nothing;
+    `start_step`: the step the run resumes from (0: a new run)."""
     self.model_dir = model_dir
     self.path = os.path.join(model_dir, "metrics.jsonl")
     self._file = self._tb = None
     if not enabled:
       return
     os.makedirs(model_dir, exist_ok=True)
+    _keep_until(self.path, start_step)
     self._file = open(self.path, "a", encoding="utf-8")
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(model_dir, "tensorboard"), flush_secs=30)
+        from tensorboardX.proto import event_pb2
+        # Event files are named by the second they open in; the start step keeps two starts
+        # within one second apart (and in order).
+        self._tb = SummaryWriter(os.path.join(model_dir, "tensorboard"), flush_secs=30,
+                                 filename_suffix=f".start_{start_step:010d}")
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        self._tb.file_writer.add_event(event_pb2.Event(step=start_step + 1, session_log=start))
       except Exception as err:  # noqa: BLE001 - TensorBoard is optional
         logging.warning("no TensorBoard logging (%s); metrics.jsonl is still written", err)
 
@@ -72,11 +86,42 @@ class MetricsWriter:
       kept = [row for row in read_jsonl(path) if row.get("step", -1) < step] if os.path.exists(path) else []
       write_jsonl(path, kept + [{"step": int(step), **values}])
 
-  def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
+  def flush(self) -> None:
+    """Puts every TensorBoard event written so far on disk (they are buffered otherwise); the
+    train loop calls it at each checkpoint, so a killed run loses none it would resume after."""
     if self._tb is not None:
-      self._tb.close()
+      self._tb.flush()
+
+  def close(self) -> None:
+    """Closes both logs; a failure to flush them (e.g. a full disk) is logged, not raised, so
+    that it does not hide the error that stopped the run."""
+    for log in (self._file, self._tb):
+      try:
+        if log is not None:
+          log.close()
+      except OSError as err:
+        logging.warning("could not close a metrics log (%s)", err)
+    self._file = self._tb = None
+
+
+def _keep_until(path: str, step: int) -> None:
+  """Rewrites metrics.jsonl (atomically) with only its lines up to `step`; a torn last line (a
+  run killed while writing) goes too."""
+  if not os.path.exists(path):
+    return
+  kept, dropped = [], 0
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        row = None
+      if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+      else:
+        dropped += line.strip() != ""
+  if dropped:
+    fileio.atomic_write_text(path, "".join(kept))
 
 
 INFERENCE_EVAL = "inference_eval"

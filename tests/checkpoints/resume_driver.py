@@ -2,7 +2,8 @@
 
 Run twice with the same command line, it continues from its last checkpoint. The data stream is
 a pure function of (seed, position), so saving the position restores the data order exactly.
-Prints "saved <step>" after each checkpoint, "resumed <step>" when it resumes.
+Prints "saved <step>" after each checkpoint, "resumed <step>" when it resumes; logs every step's
+loss to MODEL_DIR/metrics.jsonl (and TensorBoard) through the train loop's MetricsWriter.
 
   python -m tests.checkpoints.resume_driver --backbone B --model_dir D --steps N --save_every K --out P.npy
 
@@ -20,6 +21,7 @@ import numpy as np
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.runs import metrics_writer
 from prompt_tuning.training import optim
 from prompt_tuning.training import step as train_step
 from tests.checkpoints import ckpt_testlib as lib
@@ -62,13 +64,17 @@ def main(argv=None):
   if restored is not None:
     state, position, rng = restored.state, restored.data_state["position"], jnp.asarray(restored.rng)
     print(f"resumed {restored.step}", flush=True)
+  writer = metrics_writer.MetricsWriter(args.model_dir, start_step=int(state.step))
   step_fn = jax.jit(functools.partial(train_step.train_step, module=module, tx=tx))
   while int(state.step) < args.steps:
-    state, _ = step_fn(state, frozen, batch_at(args.seed, position), rng)  # dropout on
+    state, stats = step_fn(state, frozen, batch_at(args.seed, position), rng)  # dropout on
     position += 1
+    writer.write(int(state.step), {"train/loss": stats["loss"]})
     if int(state.step) % args.save_every == 0:
       checkpointer.save(int(state.step), state, {"position": position}, rng=rng)
+      writer.flush()  # as the train loop does at each checkpoint
       print(f"saved {int(state.step)}", flush=True)
+  writer.close()
   arrays = [np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(state.params)]
   np.save(args.out, np.concatenate(arrays), allow_pickle=False)
   return 0

@@ -167,6 +167,23 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, trainable):
   assert resumed and resumed[0] >= 4, rerun.stdout
   straight, killed = np.load(tmp_path / "straight.npy"), np.load(tmp_path / "killed.npy")
   assert straight.tobytes() == killed.tobytes(), f"delay {delay:.3f}s, resumed at {resumed}"
+  # The resumed run's log is the uninterrupted run's: one line per step, the same values, in
+  # metrics.jsonl and as TensorBoard reads the event files (the killed run's later steps dropped).
+  straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text()
+  assert (tmp_path / "killed" / "metrics.jsonl").read_text() == straight_log
+  assert [json.loads(l)["step"] for l in straight_log.splitlines()] == list(range(1, 41))
+  assert _tensorboard_scalars(tmp_path / "killed") == _tensorboard_scalars(tmp_path / "straight")
+  assert len(os.listdir(tmp_path / "killed" / "tensorboard")) == 2  # one event file per start
+
+
+def _tensorboard_scalars(model_dir):
+  """{tag: [(step, value), ...]} as TensorBoard's loader reads a run's event files."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  from tensorboard.util import tensor_util
+  accumulator = plugin_event_accumulator.EventAccumulator(str(model_dir / "tensorboard"))
+  accumulator.Reload()
+  return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+          for tag in accumulator.Tags()["tensors"]}
 
 
 def test_a_checkpoint_of_another_trainable_set_is_refused_naming_its_patterns(tmp_path):

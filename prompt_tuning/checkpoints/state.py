@@ -140,8 +140,17 @@ class TrainCheckpointer:
     """Writes checkpoint `step`; `data_state` must be JSON-serializable (e.g. {"position": n}).
 
     A state holding NaN or infinite values is refused (NonFiniteError) before anything is written.
+    A write that fails (OSError: a full disk, a folder turned read-only) leaves the earlier
+    checkpoints as they were and removes what it had written of this one.
     """
-    step = int(step)
+    try:
+      return self._save(int(step), state, data_state, metrics, rng)
+    except OSError:
+      if multihost.is_primary():
+        shutil.rmtree(os.path.join(self.model_dir, f"{_TMP_PREFIX}{int(step)}"), ignore_errors=True)
+      raise
+
+  def _save(self, step, state, data_state, metrics, rng) -> str:
     finite.refuse_nonfinite(state, f"checkpoint_{step} not saved")
     tmp = os.path.join(self.model_dir, f"{_TMP_PREFIX}{step}")
     if multihost.is_primary():

@@ -229,6 +229,7 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
     "PEFT_EXPORT": flag("whether each checkpoint's prompt is also written as a PEFT adapter"),
     "SEED": whole(0, "the seed of the prompt's initialization, data order and dropout", "0"),
     "INFER_MODE": one_of(("predict", "score"), "what inference writes"),
+    "OVERWRITE": flag("whether an earlier run in MODEL_DIR is moved aside"),
     # the model and its numerics
     "MODEL": _having(("cfg", "prompt_length"), "a prompted T5 model", "the model models/*.gin builds",
                      "@prompt_tuning.model.prompted.build()"),

@@ -12,11 +12,13 @@ The gin files import the modules whose functions they bind (`import prompt_tunin
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import inspect
 import logging
 import os
-from typing import Optional, Sequence
+import re
+from typing import Any, Optional, Sequence
 
 import gin
 
@@ -193,6 +195,61 @@ def _check_macros_used(bindings: Sequence[str], queried: Sequence[str]) -> None:
 class _DropPathNotFound(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Path not found")
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+  """One binding of a config.gin text, its `%MACRO` value resolved."""
+  text: str  # the value as written (of the macro, for `%MACRO`)
+  value: Any  # the value parsed as a Python literal, else `text` without line breaks
+  macro: Optional[str]  # the macro the value came from, if any
+
+
+def resolved_bindings(config_text: str) -> dict[str, Binding]:
+  """`{configurable.parameter: Binding}` of a config text as gin.config_str() writes it (values
+  that span several lines included); macros are not listed on their own but resolved where used."""
+  raw, current = {}, None
+  for line in config_text.splitlines():
+    match = re.match(r"^([A-Za-z_][\w./]*)\s*=\s*(.*)$", line)
+    if match and not line.startswith("import "):
+      current = match[1]
+      raw[current] = match[2].strip()
+    elif current and line.strip() and not line.startswith("#"):
+      raw[current] += " " + line.strip()
+    else:
+      current = None
+  out = {}
+  for name, text in raw.items():
+    if "." not in name:
+      continue
+    macro = None
+    for _ in range(len(raw)):  # a macro may be bound to another macro
+      if not (text.startswith("%") and text[1:] in raw):
+        break
+      macro = text[1:]
+      text = raw[macro]
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = " ".join(text.split())
+    out[name] = Binding(text, value, macro)
+  return out
+
+
+def default_binding(name: str) -> Optional[Binding]:
+  """The default value of `configurable.parameter` (what it takes when nothing binds it), as a
+  Binding; None when the configurable is not registered or the parameter has no default."""
+  selector, _, param = name.rpartition(".")
+  configurable = gin.config._REGISTRY.get_match(selector.rpartition("/")[2])  # pylint: disable=protected-access
+  if configurable is None:
+    return None
+  try:
+    parameter = inspect.signature(configurable.wrapped).parameters.get(param)
+  except (TypeError, ValueError):
+    return None
+  if parameter is None or parameter.default in (inspect.Parameter.empty, gin.REQUIRED):
+    return None
+  return Binding(repr(parameter.default), parameter.default, None)
 
 
 def write_config(model_dir: str, name: str = "config.gin") -> str:

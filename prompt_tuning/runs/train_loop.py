@@ -43,6 +43,7 @@ from prompt_tuning.runs import backbone
 from prompt_tuning.runs import evaluator as evaluator_lib
 from prompt_tuning.runs import label_check
 from prompt_tuning.runs import metrics_writer
+from prompt_tuning.runs import run_folder
 from prompt_tuning.runs import peft_export
 from prompt_tuning.runs.settings import DatasetConfig
 from prompt_tuning.runs.settings import EvaluationConfig
@@ -123,20 +124,23 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
           evaluation: EvaluationConfig = EvaluationConfig(), tuning: TuningConfig = TuningConfig(),
           prompt_init: Optional[prompts_lib.Initializer] = None, optimizer=None,
           mesh_shape: Sequence[int] = (-1, 1), parameter_partitioning_dims: int = 1, seed: int = 0, num_microbatches: int = 1,
-          z_loss: float = 1e-4, log_period: int = 100, progress_bar: Optional[bool] = None) -> dict:
+          z_loss: float = 1e-4, log_period: int = 100, progress_bar: Optional[bool] = None,
+          overwrite: bool = False) -> dict:
   """Tunes what `tuning.trainable` selects for `train_steps` steps (counted from the start of tuning).
 
   Reads `dataset`, starts from the backbone of `restore`, evaluates and checkpoints as
   `evaluation` and `checkpoint` say (see `prompt_tuning.runs.settings`), and keeps the best
   evaluation's checkpoint (and prompt). `seed` sets the prompt's initialization, the data order
-  and dropout. Returns the best evaluation's metrics.
+  and dropout. An existing MODEL_DIR is resumed only when it holds this run
+  (`prompt_tuning.runs.run_folder`); `overwrite` moves what it holds aside and starts afresh.
+  Returns the best evaluation's metrics.
   """
   model_dir = checks.output_folder(model_dir, "MODEL_DIR")
   checks.require(dataset.mixture_or_task_name, "MIXTURE_OR_TASK_NAME", "taskless_super_glue_rte_v102")
   checks.check({"TRAIN_STEPS": train_steps, "NUM_MICROBATCHES": num_microbatches, "LOG_PERIOD": log_period,
                 "SEED": seed, "Z_LOSS": z_loss, "MESH_SHAPE": mesh_shape,
                 "PARAMETER_PARTITIONING_DIMS": parameter_partitioning_dims, "PROMPT_INIT": prompt_init,
-                "MODEL": model, "OPTIMIZER": optimizer})
+                "MODEL": model, "OPTIMIZER": optimizer, "OVERWRITE": overwrite})
   patterns = [tuning.trainable] if isinstance(tuning.trainable, str) else list(tuning.trainable)
   if all(p.startswith(model_lib.PROMPT_KEY) for p in patterns):
     checks.prompt_length(model.prompt_length, f"TRAINABLE = {patterns} trains only the prompt")
@@ -166,52 +170,60 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
                                               num_microbatches=num_microbatches, z_loss=z_loss,
                                               loss_normalizing_factor=tuning.loss_normalizing_factor)
 
-  # ---------------------------------------------------------------- MODEL_DIR: resume or start
-  checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
-                                             keep_best_metric=evaluator_lib.SCORE_KEY,
-                                             frozen_checkpoint=restore.path, peft_export=peft,
-                                             scan_layers=model.cfg.scan_layers, trainable=trainable)
-  try:
-    restored = checkpointer.restore_latest(state)
-  except state_lib.CheckpointError as err:
-    raise UsageError(str(err)) from None
-  start, position = 0, 0
+  # ---------------------------------------------------------------- MODEL_DIR: one trainer, one run
   primary = multihost.is_primary()  # the host that writes files and prints
   say = print if primary else (lambda *_: None)
-  if restored is None and restore.optimizer_state:
-    state = state.replace(opt_state=backbone.pretrained_optimizer_state(
-        state.opt_state, restore.path, state_shardings.opt_state))
-  if restored is not None:
-    state, start, position = restored.state, restored.step, int(restored.data_state.get("position", 0))
-    say(f"resuming from {checkpointer.path(start)} (step {start})")
-  if primary:
-    gin_config.write_config(model_dir)
-  writer = metrics_writer.MetricsWriter(model_dir, enabled=primary)
-  best, evals_without_gain = _early_stopping_state(restored)
-  batches = pipeline.train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
-                                   batch_size, seed, position=position,
-                                   length_buckets=dataset.length_buckets,
-                                   pack_prompt_length=model.prompt_length if dataset.pack else None)
-  dropout_rng = jax.random.PRNGKey(seed + 1)
-
-  # ---------------------------------------------------------------- loop
-  progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar if primary else False)
-  note = progress.write if primary else (lambda *_: None)
-  averager, step = _Averager(), start
-  last_saved = checkpointer.latest_step()
-  pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
-  loss = None
-  patience = evaluation.early_stopping_patience
-
-  def drain():
-    nonlocal loss
-    for pending_step, stats, examples in multihost.fetch(pending):
-      _check_finite(pending_step, stats, last_saved)  # before any save of that state
-      averager.add(stats, examples)
-      loss = float(stats["cross_ent_per_token"])
-    pending.clear()
-
+  saved_config, changes = run_folder.check(model_dir, overwrite)  # every host reads, none writes
+  claim = run_folder.claim(model_dir, overwrite, say) if primary else None
+  progress = writer = None
   try:
+    multihost.barrier("model_dir_claimed")
+    checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
+                                               keep_best_metric=evaluator_lib.SCORE_KEY,
+                                               frozen_checkpoint=restore.path, peft_export=peft,
+                                               scan_layers=model.cfg.scan_layers, trainable=trainable)
+    try:
+      restored = checkpointer.restore_latest(state)
+    except state_lib.CheckpointError as err:
+      raise UsageError(str(err)) from None
+    start, position = 0, 0
+    if restored is None and restore.optimizer_state:
+      state = state.replace(opt_state=backbone.pretrained_optimizer_state(
+          state.opt_state, restore.path, state_shardings.opt_state))
+    if restored is not None:
+      state, start, position = restored.state, restored.step, int(restored.data_state.get("position", 0))
+      say(f"resuming from {checkpointer.path(start)} (step {start})")
+    if primary:
+      if saved_config is not None and changes.other:
+        kept = run_folder.keep_history(model_dir, saved_config, start)
+        say(f"settings changed since the last start: {'; '.join(changes.other)} (that start's config.gin "
+            f"is kept as {os.path.relpath(kept, model_dir)})")
+      gin_config.write_config(model_dir)
+    writer = metrics_writer.MetricsWriter(model_dir, enabled=primary, start_step=start)
+    best, evals_without_gain = _early_stopping_state(restored)
+    batches = pipeline.train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
+                                     batch_size, seed, position=position,
+                                     length_buckets=dataset.length_buckets,
+                                     pack_prompt_length=model.prompt_length if dataset.pack else None)
+    dropout_rng = jax.random.PRNGKey(seed + 1)
+
+    # -------------------------------------------------------------- loop
+    progress = metrics_writer.Progress(train_steps, start, batch_size, progress_bar if primary else False)
+    note = progress.write if primary else (lambda *_: None)
+    averager, step = _Averager(), start
+    last_saved = checkpointer.latest_step()
+    pending = []  # (step, on-device stats, examples): fetched in groups so the host never waits per step
+    loss = None
+    patience = evaluation.early_stopping_patience
+
+    def drain():
+      nonlocal loss
+      for pending_step, stats, examples in multihost.fetch(pending):
+        _check_finite(pending_step, stats, last_saved)  # before any save of that state
+        averager.add(stats, examples)
+        loss = float(stats["cross_ent_per_token"])
+      pending.clear()
+
     while step < train_steps:
       batch = next(batches)
       state, stats = step_fn(state, frozen, batch, dropout_rng)
@@ -244,13 +256,22 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
         data_state = {"position": position + step - start, "evals_without_gain": evals_without_gain,
                       "best_step": best[0] if best else None, "best_metrics": best[1] if best else {}}
         checkpointer.save(step, state, data_state, metrics)
+        writer.flush()
         last_saved = step
       if stopping:
         note(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")
         break
+  except OSError as err:  # a write to MODEL_DIR failed: a full disk, a folder turned read-only, ...
+    raise UsageError(f"training stopped: a write to MODEL_DIR failed ({_os_error(err)}); the checkpoints "
+                     f"saved before are intact ({_last_good(_latest(model_dir))}): free disk space or fix "
+                     "the folder, then run again to resume") from None
   finally:
-    progress.close()
-    writer.close()
+    if progress is not None:
+      progress.close()
+    if writer is not None:
+      writer.close()
+    if claim is not None:
+      claim.release()
   best_step, best_metrics = best if best else (step, {})
   for line in _summary_lines(best_metrics, evaluator, best_step):
     say(line)
@@ -268,6 +289,17 @@ def _score_tasks(mixture_or_task_name: str, evaluation: EvaluationConfig) -> Opt
   trained = {t.name for t in pipeline.leaf_tasks(mixture_or_task_name, "train")}
   evaluated = [t.name for t in pipeline.leaf_tasks(mixture_or_task_name, evaluation.split)]
   return [n for n in evaluated if n in trained] or None
+
+
+def _os_error(err: OSError) -> str:
+  what = err.strerror or str(err)
+  return f"{what}: {err.filename}" if err.filename else what
+
+
+def _latest(model_dir: str) -> Optional[int]:
+  """The newest complete checkpoint's step, read from the folder (after a failed write)."""
+  steps = [s for s in state_lib.checkpoint_steps(model_dir) if state_lib.read_metadata(model_dir, s)]
+  return steps[-1] if steps else None
 
 
 def _early_stopping_state(restored) -> tuple[Optional[tuple[int, dict]], int]:

@@ -1,4 +1,5 @@
 """Shared helpers for the run tests: tiny quickstart-based settings and CLI invocation."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,24 @@ def error_lines(stderr: str) -> list:
   """stderr without TensorFlow's C++ start-up chatter and progress bars."""
   noise = ("WARNING: All log messages", "I0000", "W0000", "WARNING:absl")
   return [l for l in stderr.splitlines() if l.strip() and not l.startswith(noise)]
+
+
+def tree_digest(folder) -> str:
+  """A hash of every path, mode, size and content under `folder` ('absent' when it does not
+  exist): equal digests mean nothing in it was created, changed or removed."""
+  if not os.path.exists(folder):
+    return "absent"
+  digest = hashlib.sha256()
+  for root, dirs, files in sorted(os.walk(folder)):
+    dirs.sort()
+    for name in sorted(dirs) + sorted(files):
+      path = os.path.join(root, name)
+      info = os.lstat(path)
+      digest.update(f"{os.path.relpath(path, folder)}|{info.st_mode}|{info.st_size}|".encode())
+      if os.path.isfile(path):
+        with open(path, "rb") as f:
+          digest.update(f.read())
+  return digest.hexdigest()
 
 
 def clear_gin():

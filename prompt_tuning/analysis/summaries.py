@@ -115,9 +115,10 @@ def config_settings(config: dict) -> dict:
   trainable = config.get("TRAINABLE", ["prompt/.*"])
   method = ("prompt" if list(trainable) == ["prompt/.*"] else "model" if list(trainable) == [".*"]
             else "partial " + ",".join(trainable))
+  prompted = config.get("PROMPT_LENGTH") != 0  # model tuning has no prompt, so no initializer either
   return {"size": SIZES.get(emb, f"d_model {emb}"), "method": method,
           "prompt_length": config.get("PROMPT_LENGTH"),
-          "prompt_init": str(config.get("PROMPT_INIT", "")).strip("@()").split(".")[-1],
+          "prompt_init": str(config.get("PROMPT_INIT", "")).strip("@()").split(".")[-1] if prompted else None,
           "checkpoint": str(config.get("INITIAL_CHECKPOINT_PATH"))}
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from prompt_tuning import train as train_main
+from prompt_tuning.analysis import summaries
 from prompt_tuning.checkpoints import reader
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.data import quickstart
@@ -55,6 +56,8 @@ def test_model_tuning_trains_every_weight_saves_them_and_resumes(capsys, tmp_pat
   assert len(changed) == len(tuned)
   assert train_main.main(MODEL_TUNING + fsdp + [f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=6"]) == 0
   assert "resuming from" in capsys.readouterr().out and os.path.exists(os.path.join(model_dir, "checkpoint_6"))
+  settings = summaries.read_run(model_dir).settings  # summaries tell model tuning from prompt tuning
+  assert settings["method"] == "model" and settings["prompt_length"] == 0 and settings["prompt_init"] is None
 
 
 def test_partial_tuning_saves_exactly_the_matched_parameters(capsys, tmp_path):
@@ -70,6 +73,9 @@ def test_partial_tuning_saves_exactly_the_matched_parameters(capsys, tmp_path):
   opt = [n for n in reader.open_any(os.path.join(model_dir, "checkpoint_4")).leaves if "/opt_state/" in n]
   assert opt and all(any(n.endswith(s) for s in saved) or n.endswith("count") for n in opt)
   assert os.path.exists(os.path.join(model_dir, "prompts", "prompt_4.npy"))
+  settings = summaries.read_run(model_dir).settings
+  assert settings["method"] == "partial prompt/.*,encoder/.*_norm/scale,.*/relpos_bias/.*"
+  assert settings["prompt_init"] == "class_labels"
 
 
 def test_the_fixtures_pretrained_adafactor_state_is_restored_and_continued(capsys, tmp_path):

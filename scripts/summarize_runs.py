@@ -28,4 +28,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from prompt_tuning.config import cli
+  sys.exit(cli.exit_code(main))

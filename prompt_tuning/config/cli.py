@@ -17,6 +17,7 @@ stderr, `<prog>: error: ...`, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -101,3 +102,15 @@ def _missing_required(err: BaseException) -> Optional[str]:
   return (f"required setting not given: {names or text.splitlines()[0]}; bind its macro "
           "(e.g. --gin.MODEL_DIR=/tmp/run, --gin.MIXTURE_OR_TASK_NAME=..., --gin.CLASS_LABELS=[...]) "
           "— see the README")
+
+
+def exit_code(main: Callable[[], int]) -> int:
+  """`main()`'s exit status, ending quietly (status 1, no traceback) when whoever reads stdout
+  stops early, as `... --list | head` does."""
+  try:
+    code = main()
+    sys.stdout.flush()
+    return code
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail
+    return 1

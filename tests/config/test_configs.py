@@ -149,3 +149,18 @@ def test_cli_refuses_an_unused_macro_in_one_line(capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("prompt_tuning.train: error: --gin.TRAIN_STEP=10: ")
   assert "did you mean TRAIN_STEPS or TRAINABLE?" in err[0]
+
+
+@pytest.mark.parametrize("command", [
+    "scripts/show_task.py --list",
+    "-m prompt_tuning.sweep --sweep_file=figure3a --root={root} --launcher=print",
+])
+def test_a_reader_that_stops_early_gets_no_traceback(command, tmp_path):
+  """`... | head -1`: the command stops quietly when its reader closes the pipe."""
+  import subprocess
+  import sys
+  command = command.format(root=tmp_path / "sweep")
+  result = subprocess.run(f"{sys.executable} {command} | head -1", shell=True, cwd=runs_testlib.REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert len(result.stdout.splitlines()) == 1
+  assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr

@@ -11,6 +11,11 @@ prints just weights and saved activations per size and remat, from shapes (runs 
 `--length-dist rte` adds real tokens/s on RTE-like lengths, padded vs bucketed vs packed.
 `--compile-only` lowers and compiles the step on abstract weights and prints the seconds and XLA's
 memory analysis (runs on a CPU); `--scan-layers yes|both` runs the layers as one scan.
+`--trainable all` times model tuning instead (every weight trained, no prompt, float32 weights,
+factored Adafactor: the step of runs/model_finetune.gin), the workload of the peer's `--mode full`;
+with `--memory-only` it prints, per size, the bytes one device of `--mesh` holds of weights,
+gradients and optimizer state (1-D or `--parameter-partitioning-dims 2` partitioning), with the
+saved activations of the whole batch.
 Needs only jax, flax, optax and numpy (no TensorFlow, seqio or gin).
 """
 from __future__ import annotations
@@ -38,6 +43,7 @@ from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.model import prompts
 from prompt_tuning.model import t5
 from prompt_tuning.parallel import partitioning
+from prompt_tuning.training import footprint
 from prompt_tuning.training import optim
 from prompt_tuning.training import packing
 from prompt_tuning.training import step as ts
@@ -82,22 +88,32 @@ def bench_config(size: str, remat: str, dtype: str, attention: str) -> t5.T5Conf
                      attention=attention)
 
 
-def abstract_params(module: model_lib.PromptT5, frozen_dtype) -> tuple[Any, Any]:
-  """Shapes of (prompt, frozen weights), the frozen ones stored as `model.cast_frozen` stores them."""
+TRAINABLE = {"prompt": model_lib.DEFAULT_TRAINABLE, "all": (".*",)}
+
+
+def abstract_params(module: model_lib.PromptT5, frozen_dtype, trainable=()) -> tuple[Any, Any]:
+  """Shapes of (prompt, backbone weights), the backbone's frozen matrices stored as
+  `model.cast_frozen` stores them (those matched by `trainable` stay float32)."""
   boxed = params_lib.abstract_params(module)
   prompt, frozen = model_lib.split(jax.tree.map(lambda b: b.value, boxed,
                                                 is_leaf=lambda x: hasattr(x, "value")))
-  return prompt, jax.eval_shape(lambda f: model_lib.cast_frozen(f, frozen_dtype), frozen)
+  return prompt, jax.eval_shape(lambda f: model_lib.cast_frozen(f, frozen_dtype, trainable), frozen)
 
 
-def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
-  """Random frozen weights made in `dtype` by one jitted call, already sharded (no f32 copy).
+def model_tuning_optimizer():
+  """The optimizer of runs/model_finetune.gin."""
+  return optim.adafactor(learning_rate=1e-3, weight_decay_rate=None, factored=True)
+
+
+def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0, trainable=()):
+  """Random backbone weights made in `dtype` (float32 where `trainable`) by one jitted call,
+  already sharded (no f32 copy of frozen ones).
 
   Both layer layouts get the same values (scanned ones are the unrolled ones stacked), so a
   scanned and an unrolled run of one size report the same loss.
   """
   unrolled = module.clone(cfg=module.cfg.replace(scan_layers=False))
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(unrolled, dtype)[1])
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(unrolled, dtype, trainable)[1])
 
   def make(key):
     out = [_random_leaf(jax.random.fold_in(key, i), leaf.shape, leaf.dtype, path[-1].key)
@@ -109,17 +125,19 @@ def random_frozen(module: model_lib.PromptT5, shardings, dtype, seed: int = 0):
 
 
 def abstract_inputs(module: model_lib.PromptT5, batch: int, inputs_len: int, targets_len: int,
-                    frozen_dtype) -> tuple[Any, Any, dict]:
-  """Shapes of (prompt, frozen weights, batch) for tracing without allocating anything."""
-  prompt, frozen = abstract_params(module, frozen_dtype)
+                    frozen_dtype, trainable=model_lib.DEFAULT_TRAINABLE) -> tuple[Any, Any, dict]:
+  """Shapes of (trainable parameters, frozen weights, batch) for tracing without allocating anything."""
+  prompt, backbone = abstract_params(module, frozen_dtype, trainable)
+  params, frozen = model_lib.split(model_lib.merge(prompt, backbone), trainable)
   lengths = {"encoder_input_tokens": inputs_len, "decoder_input_tokens": targets_len,
              "decoder_target_tokens": targets_len}
   data = {k: jax.ShapeDtypeStruct((batch, n), jnp.int32) for k, n in lengths.items()}
-  return prompt, frozen, data
+  return params, frozen, data
 
 
 def saved_activations(module: model_lib.PromptT5, prompt, frozen, batch) -> list:
-  """Shapes of what the forward pass keeps for the prompt gradient (weights and inputs excluded).
+  """Shapes of what the forward pass keeps for the gradient of `prompt` (the trainable
+  parameters; weights and inputs excluded; for float32 trainable weights their bf16 copies count).
 
   Read from the jaxpr of the step's VJP, so it is exact for the model as written and the same on
   every backend; the peak adds the weights and one layer's transient buffers to it.
@@ -187,27 +205,44 @@ def hlo_bytes_by_class(hlo: str, score_len: int) -> dict[str, int]:
 
 
 def memory_bytes(size: str, remat: str, args) -> tuple[int, int]:
-  """(frozen weight bytes, saved activation bytes) of one train step, from shapes alone."""
+  """(weight bytes, saved activation bytes) of one train step, from shapes alone."""
   return _memory_bytes(size, remat, args.batch, args.inputs_len, args.targets_len, args.prompt_len,
-                       args.dtype, args.frozen_dtype, args.attention)
+                       args.dtype, args.frozen_dtype, args.attention, getattr(args, "trainable", "prompt"))
 
 
 @functools.lru_cache(maxsize=None)  # tracing XL/XXL takes seconds; auto remat and records share it
 def _memory_bytes(size, remat, batch_size, inputs_len, targets_len, prompt_len, dtype, frozen_dtype,
-                  attention) -> tuple[int, int]:
+                  attention, trainable="prompt") -> tuple[int, int]:
   module = model_lib.build(bench_config(size, remat, dtype, attention), prompt_length=prompt_len)
-  prompt, frozen, batch = abstract_inputs(module, batch_size, inputs_len, targets_len,
-                                          jnp.dtype(frozen_dtype))
-  saved = saved_activations(module, prompt, frozen, batch)
+  params, frozen, batch = abstract_inputs(module, batch_size, inputs_len, targets_len,
+                                          jnp.dtype(frozen_dtype), TRAINABLE[trainable])
+  saved = saved_activations(module, params, frozen, batch)
   nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)
-  return nbytes(jax.tree.leaves(frozen)), nbytes(saved)
+  weights = frozen if trainable == "prompt" else {"trainable": params, "frozen": frozen}
+  return nbytes(jax.tree.leaves(weights)), nbytes(saved)
 
 
 def memory_record(size: str, remat: str, args) -> dict:
   weights, saved = memory_bytes(size, remat, args)
-  return {"system": "prompt_tuning", "size": size, "batch": args.batch, "remat": remat,
-          "inputs_len": args.inputs_len, "prompt_len": args.prompt_len,
-          "weights_gib": gib(weights), "saved_activations_gib": gib(saved)}
+  rec = {"system": "prompt_tuning", "size": size, "batch": args.batch, "remat": remat,
+         "inputs_len": args.inputs_len, "prompt_len": args.prompt_len,
+         "weights_gib": gib(weights), "saved_activations_gib": gib(saved)}
+  if args.trainable == "all":
+    rec.update(trainable="all", **model_tuning_footprint(size, remat, args))
+  return rec
+
+
+def model_tuning_footprint(size: str, remat: str, args) -> dict:
+  """GiB one device of --mesh holds of each part of the model-tuning state (no devices needed)."""
+  data, model = (int(x) for x in args.mesh.split(","))
+  if -1 in (data, model):
+    raise ValueError("--memory-only needs an explicit --mesh, e.g. 8,1 (the memory per device depends on it)")
+  mesh = jax.sharding.AbstractMesh((data, model), partitioning.AXES)
+  module = model_lib.build(bench_config(size, remat, args.dtype, args.attention), prompt_length=args.prompt_len)
+  rules = partitioning.logical_rules(parameter_partitioning_dims=args.parameter_partitioning_dims)
+  parts = footprint.step_bytes(module, model_tuning_optimizer(), mesh, rules, TRAINABLE["all"], args.frozen_dtype)
+  return {"mesh": [data, model], "parameter_partitioning_dims": args.parameter_partitioning_dims,
+          **{f"{k}_gib_per_device": round(v / 2 ** 30, 3) for k, v in parts.items() if k != "frozen_weights"}}
 
 
 # Share of the device's memory that weights + saved activations may take; the rest is for XLA's
@@ -276,7 +311,17 @@ class StepRunner:
   any size, on any machine).
   """
 
-  def __init__(self, cfg: t5.T5Config, prompt_len: int, mesh, frozen_dtype, allocate: bool = True):
+  def __init__(self, cfg: t5.T5Config, prompt_len: int, mesh, frozen_dtype, allocate: bool = True,
+               trainable: str = "prompt", parameter_partitioning_dims: int = 1):
+    if trainable == "all":
+      self._init_model_tuning(cfg, prompt_len, mesh, frozen_dtype, allocate, parameter_partitioning_dims)
+    else:
+      self._init_prompt_tuning(cfg, prompt_len, mesh, frozen_dtype, allocate)
+    self.step = ts.partitioned_train_step(self.module, self.tx, mesh, self.rules, self.frozen_sh,
+                                          self.state_sh, donate=True)
+    self.compiled = {}
+
+  def _init_prompt_tuning(self, cfg, prompt_len, mesh, frozen_dtype, allocate):
     self.module = model_lib.build(cfg, prompt_length=prompt_len)
     self.mesh, self.rules = mesh, partitioning.logical_rules()
     self.tx = optim.adafactor()
@@ -293,9 +338,24 @@ class StepRunner:
       self.state = jax.device_put(state, self.state_sh)
     else:
       self.frozen, self.state = abstract_params(self.module, frozen_dtype)[1], state
-    self.step = ts.partitioned_train_step(self.module, self.tx, mesh, self.rules, self.frozen_sh,
-                                          self.state_sh, donate=True)
-    self.compiled = {}
+
+  def _init_model_tuning(self, cfg, prompt_len, mesh, frozen_dtype, allocate, dims):
+    """Every weight trains (float32, sharded as the rules say), with model tuning's Adafactor."""
+    self.module = model_lib.build(cfg, prompt_length=prompt_len)
+    self.mesh, self.rules = mesh, partitioning.logical_rules(parameter_partitioning_dims=dims)
+    self.tx, trainable = model_tuning_optimizer(), TRAINABLE["all"]
+    trained_sh, self.frozen_sh = params_lib.shardings(self.module, mesh, self.rules, trainable)
+    prompt, backbone = abstract_params(self.module, frozen_dtype, trainable)
+    if allocate:
+      backbone = random_frozen(self.module, params_lib.shardings(self.module, mesh, self.rules)[1],
+                               frozen_dtype, trainable=trainable)
+      prompt = jax.tree.map(lambda x: jnp.full(x.shape, 0.1, x.dtype), prompt)  # a prompt trains too
+    params, self.frozen = model_lib.split(model_lib.merge(prompt, backbone), trainable)
+    if allocate:
+      self.state, self.state_sh = ts.create_sharded(params, self.tx, mesh, trained_sh)
+    else:
+      self.state = jax.eval_shape(lambda p: ts.TrainState.create(p, self.tx), params)
+      self.state_sh = ts.state_shardings(self.state, mesh, trained_sh)
 
   @staticmethod
   def shape_key(batch) -> tuple:
@@ -340,7 +400,8 @@ def compile_record(size: str, scan: bool, args, mesh) -> dict:
   """Seconds to lower and to compile the real train step on abstract weights (process CPU time
   too, which other work on the machine disturbs less than wall time) and XLA's memory plan."""
   cfg = size_config(size, scan, args)
-  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype), allocate=False)
+  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype), allocate=False,
+                      trainable=args.trainable, parameter_partitioning_dims=args.parameter_partitioning_dims)
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                        random_batch(args.batch, args.inputs_len, args.targets_len))
   clocks = [(time.perf_counter(), time.process_time())]
@@ -352,6 +413,7 @@ def compile_record(size: str, scan: bool, args, mesh) -> dict:
   (w0, c0), (w1, c1), (w2, c2) = clocks
   mem = compiled.memory_analysis()
   return {"system": "prompt_tuning", "mode": "compile", "size": size, "scan_layers": scan,
+          "trainable": args.trainable,
           "remat": cfg.remat, "batch": args.batch, "inputs_len": args.inputs_len,
           "prompt_len": args.prompt_len, "lower_s": round(w1 - w0, 1), "compile_s": round(w2 - w1, 1),
           "lower_cpu_s": round(c1 - c0, 1), "compile_cpu_s": round(c2 - c1, 1),
@@ -365,7 +427,8 @@ def compile_record(size: str, scan: bool, args, mesh) -> dict:
 def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
   cfg = size_config(size, scan, args)
   remat = cfg.remat
-  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype))
+  runner = StepRunner(cfg, args.prompt_len, mesh, jnp.dtype(args.frozen_dtype), trainable=args.trainable,
+                      parameter_partitioning_dims=args.parameter_partitioning_dims)
   batch = random_batch(args.batch, args.inputs_len, args.targets_len)
   t = time.perf_counter()
   compiled = runner.compile(batch)
@@ -375,13 +438,14 @@ def bench_size(size: str, scan: bool, args, mesh, peak_tflops) -> dict:
   stats = runner.run(batch, args.steps)
   dt = (time.perf_counter() - t) / args.steps
   enc_len = args.inputs_len + args.prompt_len
-  flops = step_flops(cfg, args.batch, enc_len, args.targets_len)
+  flops = step_flops(cfg, args.batch, enc_len, args.targets_len, weight_grads=args.trainable == "all")
   mem = compiled.memory_analysis()
   tflops = flops / dt / 1e12
   rec = {"system": "prompt_tuning", "size": size, "batch": args.batch, "inputs_len": args.inputs_len,
          "targets_len": args.targets_len, "prompt_len": args.prompt_len, "dtype": args.dtype,
          "frozen_dtype": args.frozen_dtype, "remat": remat, "attention": args.attention,
-         "scan_layers": scan,
+         "scan_layers": scan, "trainable": args.trainable,
+         "parameter_partitioning_dims": args.parameter_partitioning_dims,
          "step_s": round(dt, 5), "examples_per_s": round(args.batch / dt, 2),
          "tflops_per_s": round(tflops, 2),
          "analytic_tflops_per_step": round(flops / 1e12, 3),
@@ -448,7 +512,8 @@ def flag_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--inputs-len", type=int, default=512)
   p.add_argument("--targets-len", type=int, default=8)
-  p.add_argument("--prompt-len", type=int, default=100)
+  p.add_argument("--prompt-len", type=int, default=None,
+                 help="prompt vectors (default: 100 for --trainable prompt, 0 for all)")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--dtype", default="bfloat16", help="compute dtype")
@@ -472,6 +537,11 @@ def flag_parser() -> argparse.ArgumentParser:
   p.add_argument("--scan-layers", default="no", choices=["no", "yes", "both"],
                  help="run each stack's layers as one scan (T5Config.scan_layers); both: scanned "
                       "first, then unrolled")
+  p.add_argument("--trainable", default="prompt", choices=sorted(TRAINABLE),
+                 help="prompt: prompt tuning (the frozen model); all: model tuning (every weight, "
+                      "runs/model_finetune.gin's Adafactor), the peer's --mode full")
+  p.add_argument("--parameter-partitioning-dims", type=int, default=1, choices=[1, 2],
+                 help="2: weights also split over the data axis (T5X's 2-D partitioning, FSDP-style)")
   p.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache")
   return p
 
@@ -479,6 +549,8 @@ def flag_parser() -> argparse.ArgumentParser:
 def main(argv=None):
   parser = flag_parser()
   args = parser.parse_args(argv)
+  if args.prompt_len is None:
+    args.prompt_len = 0 if args.trainable == "all" else 100
   if args.compile_only and args.cache_dir:
     parser.error("--compile-only times compilation, which a compilation cache would skip: drop --cache-dir")
   if args.cache_dir:

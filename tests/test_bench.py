@@ -145,3 +145,53 @@ def test_compile_only_lowers_the_real_step_on_abstract_weights(capsys, monkeypat
     assert rec["temp_gib"] >= 0 and rec["argument_gib"] >= 0 and "error" not in rec
   with pytest.raises(SystemExit):
     bench.main(["--compile-only", "--cache-dir", "/tmp/x"])
+
+
+def test_model_tuning_records_have_the_peers_fields_and_count_weight_gradients(capsys):
+  bench.main(["--sizes", "tiny", "--batch", "2", "--inputs-len", "16", "--targets-len", "4", "--steps", "1",
+              "--warmup", "0", "--mesh", "1,1", "--trainable", "all", "--dtype", "float32", "--frozen-dtype", "float32"])
+  rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  for key in ("system", "size", "batch", "step_s", "examples_per_s", "tflops_per_s", "peak_mem_gib", "device"):
+    assert key in rec
+  assert rec["trainable"] == "all" and rec["prompt_len"] == 0 and np.isfinite(rec["loss"])
+  cfg = bench.bench_config("tiny", "none", "float32", "xla")
+  assert rec["analytic_tflops_per_step"] == round(bench.step_flops(cfg, 2, 16, 4, weight_grads=True) / 1e12, 3)
+
+
+def test_model_tuning_memory_per_device_follows_the_mesh_and_partitioning(capsys):
+  common = ["--memory-only", "--trainable", "all", "--sizes", "base", "--remat", "full", "--batch", "8"]
+  for mesh, dims in (("1,1", "1"), ("4,2", "1"), ("4,2", "2")):
+    bench.main(common + ["--mesh", mesh, "--parameter-partitioning-dims", dims])
+  one, model_split, fsdp = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+  base = 247_577_856 * 4 / 2 ** 30  # T5 1.1 Base's float32 weights, GiB
+  assert one["trainable_weights_gib_per_device"] == pytest.approx(base, abs=1e-3) == one["gradients_gib_per_device"]
+  assert model_split["trainable_weights_gib_per_device"] == pytest.approx(base / 2, rel=0.01)
+  assert fsdp["trainable_weights_gib_per_device"] == pytest.approx(base / 8, rel=0.01)
+  assert 0 < fsdp["optimizer_state_gib_per_device"] < 0.01 * base  # factored second moments
+  assert one["saved_activations_gib"] == fsdp["saved_activations_gib"] > 0  # the whole batch's
+
+
+def test_model_tuning_compiles_on_abstract_weights(capsys, monkeypatch):
+  def no_weights(*args, **kwargs):
+    raise AssertionError("--compile-only must not make weights")
+  monkeypatch.setattr(bench, "random_frozen", no_weights)
+  bench.main(["--compile-only", "--trainable", "all", "--sizes", "tiny", "--batch", "2", "--inputs-len", "16",
+              "--targets-len", "4", "--mesh", "1,1"])
+  rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert rec["trainable"] == "all" and rec["compile_s"] > 0 and "error" not in rec
+
+
+def test_model_tuning_gpu_script_fits_one_device_call_and_passes_valid_flags():
+  import shlex
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  lines = open(os.path.join(root, "scripts", "bench_gpu_model_tuning.sh")).read().splitlines()
+  shared = next(l for l in lines if l.startswith('w="')).split('"')[1].split()
+  runs = [shlex.split(l) for l in lines if l.startswith("run ")]
+  assert sum(int(r[1]) for r in runs) <= 570
+  ours = [r[5:] for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
+  peers = [r[4:] for r in runs if r[3] == "$peer"]
+  assert ours and peers
+  for args in ours:
+    parsed = bench.flag_parser().parse_args([x for a in args for x in (shared if a == "$w" else [a])])
+    assert parsed.trainable == "all" and parsed.batch == 32 and parsed.prompt_len is None
+  assert all("--mode" in p and p[p.index("--mode") + 1] == "full" for p in peers)

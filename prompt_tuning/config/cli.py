@@ -26,8 +26,17 @@ from prompt_tuning.config.errors import ConfigError
 from prompt_tuning.config.errors import UsageError
 
 
-def flag_parser(prog: str, description: str) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+class _OneLineParser(argparse.ArgumentParser):
+  """argparse whose errors (an unknown flag, a value of the wrong type) are UsageErrors, i.e. one
+  line, instead of the usage text and exit."""
+
+  def error(self, message):
+    raise UsageError(f"{message}; see --help for the flags")
+
+
+def flag_parser(prog: str, description: str,
+                parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
+  parser = parser_class(
       prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="Any --gin.NAME=VALUE flag adds a gin binding after all files, e.g.\n"
              "  --gin.MODEL_DIR=/tmp/run --gin.TRAIN_STEPS=1000 --gin.BATCH_SIZE=32\n"
@@ -69,15 +78,15 @@ def _join_job(args: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]], prog: str, description: str,
          run: Callable[[argparse.Namespace], object]) -> int:
   """Flags -> gin -> `run(flags)`; user errors become one line on stderr and exit status 2."""
-  parser = flag_parser(prog, description)
-  args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-  bindings = []
-  for item in rest:
-    if not item.startswith("--gin."):
-      parser.error(f"unrecognized argument {item!r}")
-    bindings.append(item[len("--gin."):])
-  extra = [p for group in args.gin_search_paths for p in group.split(",")]
+  parser = flag_parser(prog, description, _OneLineParser)
   try:
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    bindings = []
+    for item in rest:
+      if not item.startswith("--gin."):
+        parser.error(f"unrecognized argument {item!r}")
+      bindings.append(item[len("--gin."):])
+    extra = [p for group in args.gin_search_paths for p in group.split(",")]
     _join_job(args)
     gin_config.parse(args.gin_file, bindings, extra)
     run(args)

@@ -113,19 +113,26 @@ def test_rte_batches_hold_the_same_kind_of_examples_in_each_mode():
   assert sum(bench.real_tokens(b, 100) for b in packed) == int(lengths[:n].sum())
 
 
-def test_gpu_script_fits_one_device_call_and_passes_valid_flags():
-  """scripts/bench_gpu.sh must finish inside one 600 s device command, with flags bench accepts."""
+def _script_runs(name):
+  """(each `run LIMIT CMD...` line of a scripts/ file as a list, its bench calls' arguments with
+  $w expanded)."""
   import shlex
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  lines = open(os.path.join(root, "scripts", "bench_gpu.sh")).read().splitlines()
+  lines = open(os.path.join(root, "scripts", name)).read().splitlines()
   shared = next(l for l in lines if l.startswith('w="')).split('"')[1].split()
   runs = [shlex.split(l) for l in lines if l.startswith("run ")]
+  ours = [[x for a in r[5:] for x in (shared if a == "$w" else [a])]
+          for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
+  return runs, ours
+
+
+def test_gpu_script_fits_one_device_call_and_passes_valid_flags():
+  """scripts/bench_gpu.sh must finish inside one 600 s device command, with flags bench accepts."""
+  runs, ours = _script_runs("bench_gpu.sh")
   assert sum(int(r[1]) for r in runs) <= 580
-  ours = [r[5:] for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
   assert len(ours) >= 5
   layouts = set()
-  for args in ours:
-    expanded = [x for a in args for x in (shared if a == "$w" else [a])]
+  for expanded in ours:
     parsed = bench.flag_parser().parse_args(expanded)
     assert parsed.batch == 32 and parsed.inputs_len == 512 and parsed.prompt_len == 100
     layouts |= {"no": {False}, "yes": {True}, "both": {True, False}}[parsed.scan_layers]
@@ -182,16 +189,11 @@ def test_model_tuning_compiles_on_abstract_weights(capsys, monkeypatch):
 
 
 def test_model_tuning_gpu_script_fits_one_device_call_and_passes_valid_flags():
-  import shlex
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  lines = open(os.path.join(root, "scripts", "bench_gpu_model_tuning.sh")).read().splitlines()
-  shared = next(l for l in lines if l.startswith('w="')).split('"')[1].split()
-  runs = [shlex.split(l) for l in lines if l.startswith("run ")]
+  runs, ours = _script_runs("bench_gpu_model_tuning.sh")
   assert sum(int(r[1]) for r in runs) <= 570
-  ours = [r[5:] for r in runs if r[2:5] == ["python", "-m", "prompt_tuning.bench"]]
   peers = [r[4:] for r in runs if r[3] == "$peer"]
   assert ours and peers
   for args in ours:
-    parsed = bench.flag_parser().parse_args([x for a in args for x in (shared if a == "$w" else [a])])
+    parsed = bench.flag_parser().parse_args(args)
     assert parsed.trainable == "all" and parsed.batch == 32 and parsed.prompt_len is None
   assert all("--mode" in p and p[p.index("--mode") + 1] == "full" for p in peers)

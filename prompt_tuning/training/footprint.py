@@ -49,8 +49,8 @@ def step_bytes(module: model_lib.PromptT5, tx: optax.GradientTransformation, mes
 
 
 def device_memory_bytes() -> Optional[int]:
-  """The first device's memory as its backend reports it (None on a CPU)."""
-  stats = jax.devices()[0].memory_stats() or {}
+  """This host's first device's memory as its backend reports it (None on a CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}  # another host's device has no stats here
   return stats.get("bytes_limit")
 
 

@@ -44,14 +44,7 @@ class MetricsWriter:
     self._file = open(self.path, "a", encoding="utf-8")
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
-        from tensorboardX.proto import event_pb2
-        # Event files are named by the second they open in; the start step keeps two starts
-        # within one second apart (and in order).
-        self._tb = SummaryWriter(os.path.join(model_dir, "tensorboard"), flush_secs=30,
-                                 filename_suffix=f".start_{start_step:010d}")
-        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-        self._tb.file_writer.add_event(event_pb2.Event(step=start_step + 1, session_log=start))
+        self._tb = _EventFile(os.path.join(model_dir, "tensorboard"), start_step)
       except Exception as err:  # noqa: BLE001 - TensorBoard is optional
         logging.warning("no TensorBoard logging (%s); metrics.jsonl is still written", err)
 
@@ -65,6 +58,7 @@ class MetricsWriter:
       for name, value in values.items():
         if value is not None:
           self._tb.add_scalar(name, value, int(step))
+      self._tb.flush()
 
   def write_inferences(self, step: int, evaluator, metrics: Mapping[str, float], outputs: Mapping) -> None:
     """T5X's per-evaluation files (seqio's JSONLogger, under MODEL_DIR/inference_eval/): for
@@ -86,12 +80,6 @@ class MetricsWriter:
       kept = [row for row in read_jsonl(path) if row.get("step", -1) < step] if os.path.exists(path) else []
       write_jsonl(path, kept + [{"step": int(step), **values}])
 
-  def flush(self) -> None:
-    """Puts every TensorBoard event written so far on disk (they are buffered otherwise); the
-    train loop calls it at each checkpoint, so a killed run loses none it would resume after."""
-    if self._tb is not None:
-      self._tb.flush()
-
   def close(self) -> None:
     """Closes both logs; a failure to flush them (e.g. a full disk) is logged, not raised, so
     that it does not hide the error that stopped the run."""
@@ -102,6 +90,35 @@ class MetricsWriter:
       except OSError as err:
         logging.warning("could not close a metrics log (%s)", err)
     self._file = self._tb = None
+
+
+class _EventFile:
+  """One TensorBoard event file, written in the calling thread. (tensorboardX's SummaryWriter
+  queues events for a background thread, and its flush() does not wait for that queue, so a run
+  killed right after a checkpoint could lose the events of the steps before it.)"""
+
+  def __init__(self, folder: str, start_step: int):
+    from tensorboardX import event_file_writer, summary
+    from tensorboardX.proto import event_pb2
+    self._event_pb2, self._summary = event_pb2, summary
+    os.makedirs(folder, exist_ok=True)
+    # Event files are named by the second they open in; the start step keeps two starts within
+    # one second apart (and in order).
+    self._writer = event_file_writer.EventsWriter(os.path.join(folder, "events"),
+                                                  filename_suffix=f".start_{start_step:010d}")
+    start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    self._writer.write_event(event_pb2.Event(wall_time=time.time(), step=start_step + 1, session_log=start))
+    self._writer.flush()
+
+  def add_scalar(self, name: str, value: float, step: int) -> None:
+    self._writer.write_event(self._event_pb2.Event(
+        wall_time=time.time(), step=step, summary=self._summary.scalar(name, value)))
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 def _keep_until(path: str, step: int) -> None:

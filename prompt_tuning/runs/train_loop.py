@@ -256,7 +256,6 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
         data_state = {"position": position + step - start, "evals_without_gain": evals_without_gain,
                       "best_step": best[0] if best else None, "best_metrics": best[1] if best else {}}
         checkpointer.save(step, state, data_state, metrics)
-        writer.flush()
         last_saved = step
       if stopping:
         note(f"early stopping at step {step}: no gain in {evals_without_gain} evaluations")

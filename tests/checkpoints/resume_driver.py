@@ -72,7 +72,6 @@ def main(argv=None):
     writer.write(int(state.step), {"train/loss": stats["loss"]})
     if int(state.step) % args.save_every == 0:
       checkpointer.save(int(state.step), state, {"position": position}, rng=rng)
-      writer.flush()  # as the train loop does at each checkpoint
       print(f"saved {int(state.step)}", flush=True)
   writer.close()
   arrays = [np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(state.params)]

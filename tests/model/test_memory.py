@@ -71,7 +71,7 @@ def test_remat_policies_keep_less_in_order():
 
 def _record(size, remat):
   args = argparse.Namespace(batch=32, inputs_len=512, targets_len=8, prompt_len=100,
-                            dtype="bfloat16", frozen_dtype="bfloat16", attention="xla")
+                            dtype="bfloat16", frozen_dtype="bfloat16", attention="xla", trainable="prompt")
   return bench.memory_record(size, remat, args)
 
 

@@ -17,7 +17,6 @@ def test_resume_drops_what_the_killed_run_logged_after_its_checkpoint(tmp_path):
   killed = metrics_writer.MetricsWriter(str(tmp_path))  # logged steps 1..6, checkpointed at 4
   for step in range(1, 7):
     killed.write(step, {"train/loss": float(step)})
-  killed.flush()
   killed.close()
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"step": 7, "train/lo')  # killed in the middle of a line
@@ -40,3 +39,13 @@ def test_a_new_run_keeps_nothing_of_a_run_killed_before_its_first_checkpoint(tmp
   again.close()
   assert [json.loads(line) for line in open(tmp_path / "metrics.jsonl")] == [{"step": 1, "train/loss": 1.0}]
   assert _tensorboard(tmp_path) == [(1, 1.0)]
+
+
+def test_each_write_is_on_disk_when_it_returns(tmp_path):
+  """A run killed (SIGKILL: no close, no flush) right after a checkpoint keeps every event it
+  logged before it; events queued for a writer thread would be lost."""
+  writer = metrics_writer.MetricsWriter(str(tmp_path))
+  for step in range(1, 4):
+    writer.write(step, {"train/loss": float(step)})
+    assert _tensorboard(tmp_path) == [(s, float(s)) for s in range(1, step + 1)]
+  writer.close()

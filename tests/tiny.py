@@ -15,9 +15,21 @@ def tiny_config(**overrides) -> t5.T5Config:
   return t5.T5Config(**{**base, **overrides})
 
 
+def _module_key(module):
+  """What tells two PromptT5s apart (equal keys: the same programs)."""
+  return (module.cfg, module.prompt_length, module.placement, module.num_prompts,
+          repr(model_lib.methods(module)))
+
+
+_INIT_CACHE = {}
+
+
 def random_params(module, seed=0):
-  init = jax.jit(lambda rng: nn.meta.unbox(model_lib.init_params(module, rng)))
-  return init(jax.random.PRNGKey(seed))
+  """Random parameters (unboxed), initialized by one program per kind of module."""
+  key = _module_key(module)
+  if key not in _INIT_CACHE:
+    _INIT_CACHE[key] = jax.jit(lambda rng: nn.meta.unbox(model_lib.init_params(module, rng)))
+  return _INIT_CACHE[key](jax.random.PRNGKey(seed))
 
 
 def random_batch(batch=4, inputs_len=9, targets_len=5, vocab=128, seed=0):
@@ -39,7 +51,7 @@ _APPLY_CACHE = {}
 
 def apply(module, params, batch, deterministic=True, rngs=None):
   """Jitted forward pass, compiled once per module (eager Flax dispatch is slow on CPU)."""
-  key = (module.cfg, module.prompt_length, module.placement, module.num_prompts, deterministic)
+  key = _module_key(module) + (deterministic,)
   if key not in _APPLY_CACHE:
     _APPLY_CACHE[key] = jax.jit(
         lambda p, b, r: module.apply({"params": p}, **b, deterministic=deterministic, rngs=r))

@@ -53,10 +53,27 @@ def token_name(token_id: int, vocab_path: Optional[str] = None) -> str:
   return f"<unused_{token_id}>"
 
 
+def text_agreement(prompt: np.ndarray, embedding: np.ndarray, text: str, k: int = 5,
+                   vocab_path: Optional[str] = None) -> dict:
+  """How close a prompt stayed to a text, one token per position (a wayward prompt's task
+  description): the positions whose nearest piece is the text's token there, those that have it
+  among their k nearest, and the wayward distance ||P - E||^2 / P to the text's embeddings E."""
+  ids = prompts_lib.encode_text(vocab_path, text)
+  if len(ids) != len(prompt):
+    raise ValueError(f"the text has {len(ids)} tokens but the prompt {len(prompt)} positions: give the "
+                     "text the prompt was pulled towards (WAYWARD_TEXT)")
+  near, _ = nearest(prompt, embedding, k)
+  target = np.asarray(embedding, np.float32)[ids]
+  distance = float(np.sum(np.square(np.asarray(prompt, np.float64) - target)) / len(ids))
+  return {"tokens": len(ids), "nearest": int(sum(near[p, 0] == t for p, t in enumerate(ids))),
+          "top_k": int(sum(t in near[p] for p, t in enumerate(ids))), "distance": round(distance, 6),
+          "projection": " ".join(token_name(i, vocab_path) for i in near[:, 0])}
+
+
 def report(prompt: np.ndarray, embedding: np.ndarray, k: int = 5, vocab_path: Optional[str] = None,
-           labels: Sequence[str] = ()) -> dict:
+           labels: Sequence[str] = (), text: Optional[str] = None) -> dict:
   """Per position its neighbours ([piece, similarity] pairs); per label the positions that have
-  one of the label's tokens among their neighbours."""
+  one of the label's tokens among their neighbours; with `text`, its `text_agreement`."""
   ids, sims = nearest(prompt, embedding, k)
   positions = [{"position": p, "neighbors": [[token_name(i, vocab_path), round(float(s), 4)]
                                              for i, s in zip(ids[p], sims[p])]}
@@ -65,4 +82,7 @@ def report(prompt: np.ndarray, embedding: np.ndarray, k: int = 5, vocab_path: Op
   for label in labels:
     label_ids = set(prompts_lib.encode_text(vocab_path, label))
     found[label] = [p for p in range(len(ids)) if label_ids & set(ids[p].tolist())]
-  return {"positions": positions, "labels": found}
+  out = {"positions": positions, "labels": found}
+  if text is not None:
+    out["text"] = text_agreement(prompt, embedding, text, k, vocab_path)
+  return out

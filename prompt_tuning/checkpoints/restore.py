@@ -11,6 +11,7 @@ same checkpoints serve both layouts.
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Optional, Sequence
 
@@ -21,6 +22,7 @@ from flax import traverse_util
 
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import reader
 from prompt_tuning.checkpoints import t5x
 from prompt_tuning.model import layer_stack
 from prompt_tuning.model import params as params_lib
@@ -30,6 +32,8 @@ from prompt_tuning.parallel import multihost
 from prompt_tuning.parallel import partitioning
 
 AssignmentMap = Sequence[tuple[str, Optional[str]]]
+_TRAINED = "train_state/params/"  # where a training checkpoint keeps the trainable parameters
+_STEP_DIR = re.compile(r"^checkpoint_\d+$")
 
 
 def open_backbone(path: str) -> dict[str, t5x.Leaf]:
@@ -42,7 +46,7 @@ def open_backbone(path: str) -> dict[str, t5x.Leaf]:
 def expected_frozen(module: model_lib.PromptT5) -> dict[str, jax.ShapeDtypeStruct]:
   """Name -> shape/dtype of every frozen parameter of the module (in its own layout)."""
   params = nn.meta.unbox(params_lib.abstract_params(module))
-  return _flat(model_lib.split(params)[1])
+  return _flat(model_lib.split(params, model_lib.OUTSIDE_BACKBONE)[1])
 
 
 def _flat(tree) -> dict:
@@ -173,11 +177,43 @@ def _module_sources(mapping: dict[str, Optional[str]], leaves: dict[str, t5x.Lea
   return out
 
 
+def is_training_checkpoint(path: str) -> bool:
+  """Whether `path` is a training run's `checkpoint_<step>` folder (or its `state/`)."""
+  folder = os.path.abspath(path)
+  if os.path.basename(folder) == "state":
+    folder = os.path.dirname(folder)
+  return bool(_STEP_DIR.match(os.path.basename(folder))) and os.path.isdir(os.path.join(folder, "state"))
+
+
+def restore_trained(module: model_lib.PromptT5, path: str) -> dict:
+  """Every parameter outside the backbone (the prompt and the methods' subtrees) from a training
+  checkpoint (`MODEL_DIR/checkpoint_<step>`), checked name by name and shape by shape against
+  `module`: the way to evaluate what no prompt file holds (IA3, per-layer and decoder prompts, a
+  multi-task prompt's parts)."""
+  stored = {n[len(_TRAINED):]: leaf for n, leaf in reader.open_any(path).leaves.items() if n.startswith(_TRAINED)}
+  abstract = nn.meta.unbox(params_lib.abstract_params(module))
+  expected = _flat(model_lib.split(abstract, model_lib.OUTSIDE_BACKBONE)[0])
+  missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+  if missing or extra:
+    raise ValueError(f"the training checkpoint {path} holds {', '.join(sorted(stored)[:4]) or 'no parameters'} "
+                     f"but the model outside its backbone has {', '.join(sorted(expected)[:4]) or 'nothing'}"
+                     f"{f' (it lacks {missing[0]})' if missing else ''}{f' (it has {extra[0]} too)' if extra else ''}: "
+                     "evaluate it with the gin files of the run that trained it")
+  for name, want in expected.items():
+    if tuple(stored[name].shape) != tuple(want.shape):
+      raise ValueError(f"{name}: the training checkpoint {path} has shape {tuple(stored[name].shape)} but the "
+                       f"model expects {tuple(want.shape)}: evaluate it with the settings it was trained with")
+  return jax.tree.map(jax.numpy.asarray, _unflat(t5x.materialize(stored, None, "float32")))
+
+
 def restore_prompt(module: model_lib.PromptT5, frozen: dict, *, path: Optional[str] = None,
                    initializer: Optional[prompts_lib.Initializer] = None,
                    rng: Optional[jax.Array] = None) -> dict:
-  """The prompt subtree: from a `.npy` / PEFT folder when `path` is given, else the initializer."""
+  """The prompt subtree: from a `.npy` / PEFT folder when `path` is given, else the initializer.
+  A training checkpoint as `path` gives every parameter outside the backbone (`restore_trained`)."""
   shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
+  if path is not None and is_training_checkpoint(path):
+    return restore_trained(module, path)
   if path is not None:
     value = prompt_io.load_prompt(path, shape)
     return {model_lib.PROMPT_KEY: {"prompt": jax.numpy.asarray(value)}}

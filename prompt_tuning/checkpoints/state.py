@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -76,12 +76,16 @@ class TrainCheckpointer:
   scan_layers: the model's layer layout (`T5Config.scan_layers`), recorded in every checkpoint;
   restoring one saved with the other layout is refused, since a state that holds layer
   parameters (or their optimizer statistics) is shaped by it.
+  prompt_of: trainable parameters -> the prompt `prompts/prompt_{step}.npy` holds, or None for
+  none (default: the plain prompt subtree; a method that computes the prompt exports the prompt
+  it computes).
   """
 
   def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_best_metric: Optional[str] = None,
                mode: str = "max", frozen_checkpoint: Optional[str] = None,
                peft_export: Optional[Mapping[str, Any]] = None, scan_layers: bool = False,
-               trainable: Optional[Sequence[str]] = None):
+               trainable: Optional[Sequence[str]] = None,
+               prompt_of: Optional[Callable[[Any], Any]] = None):
     if mode not in ("max", "min"):
       raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     if keep is not None and keep < 1:
@@ -92,6 +96,7 @@ class TrainCheckpointer:
     self.trainable = list(trainable) if trainable is not None else None
     self.peft_export = dict(peft_export) if peft_export else None
     self.scan_layers = bool(scan_layers)
+    self.prompt_of = prompt_of or _plain_prompt
     if multihost.is_primary():
       os.makedirs(self.model_dir, exist_ok=True)
       self._remove_leftovers()
@@ -162,7 +167,8 @@ class TrainCheckpointer:
       tree["rng"] = _key_data(rng)
     rng_shape = list(tree["rng"].shape) if rng is not None else None
     self._checkpointer.save(os.path.join(tmp, "state"), args=ocp.args.StandardSave(tree))
-    prompt = _prompt_of(state)
+    exported = self.prompt_of(state.params if hasattr(state, "params") else state["params"])
+    prompt = None if exported is None else prompt_io._as_prompt(exported)
     final = self.path(step)
     if multihost.is_primary():
       meta = {"format": FORMAT, "step": step, "frozen_checkpoint": self.frozen_checkpoint,
@@ -333,7 +339,7 @@ def _key_data(rng: jax.Array) -> np.ndarray:
   return np.asarray(multihost.fetch(rng), np.uint32)
 
 
-def _prompt_of(state: Any) -> Optional[np.ndarray]:
-  """The prompt [P, d] when the trainable parameters hold one, else None (e.g. model tuning)."""
-  params = state.params if hasattr(state, "params") else state["params"]
-  return prompt_io._as_prompt(params) if "prompt" in params else None
+
+def _plain_prompt(params: Any) -> Optional[Any]:
+  """The prompt subtree when the trainable parameters hold one, else None (e.g. model tuning)."""
+  return params if "prompt" in params else None

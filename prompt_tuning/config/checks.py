@@ -195,6 +195,17 @@ def _names(why: str, example: str, optional: bool = False, patterns: bool = Fals
   return check
 
 
+def _layer_indices(macro, value):
+  why, example = "the encoder layers with a prompt of their own (None: all but the first)", "'[1, 2]'"
+  if value is None:
+    return
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or \
+      not all(_is_int(v) and v >= 0 for v in value):
+    _refuse(macro, value, "is not None or a list of layer numbers (0, 1, ...)", why, example)
+  if len(set(value)) != len(value):
+    _refuse(macro, value, "names a layer twice", why, example)
+
+
 def _function(why: str, example: str, optional: bool = False) -> Callable:
   def check(macro, value):
     if not (callable(value) or (value is None and optional)):
@@ -278,6 +289,25 @@ SETTINGS: dict[str, Callable[[str, Any], None]] = {
     "sampled_vocab.population_size": whole(1, "how many of the most frequent ids are sampled", "5000"),
     "PROMPT_INIT": _function("the prompt initializer", "@prompt_tuning.model.prompts.random_uniform()",
                              optional=True),
+    # the prompt methods (configs/extended/*.gin)
+    "NUM_TASKS": whole(1, "the number of task prompts of a multi-task prompt", "8"),
+    "MULTITASK_COMBINE": one_of(("add", "concat", "project"),
+                                "how a multi-task prompt combines its shared and per-task parts"),
+    "MULTITASK_TASK_LENGTH": whole(1, "a concatenated multi-task prompt's per-task positions (None: half)",
+                                   "None", optional=True),
+    "MULTITASK_TASK_SOURCE": one_of(("sentinel", "prompt_ids"), "where a multi-task prompt reads the task"),
+    "REPARAM_FORM": one_of(("mlp", "residual"), "how the prompt is reparameterized"),
+    "REPARAM_HIDDEN": whole(0, "the hidden units of the reparameterization MLP (0: d_model)", "0"),
+    "REPARAM_ACTIVATION": one_of(("tanh", "relu", "gelu"), "the activation of the reparameterization MLP"),
+    "WAYWARD_TEXT": text("the task description a wayward prompt is pulled towards (None: none)",
+                         "'classify the review'", optional=True),
+    "WAYWARD_GAMMA": number("the weight of the wayward distance", "0.01"),
+    "RANK_LOSS": one_of(("softmax", "hinge"), "the rank-classification loss (None: the token loss)",
+                        optional=True),
+    "RANK_MARGIN": number("the margin of the rank hinge loss", "0.2"),
+    "PER_LAYER_LAYERS": _layer_indices,
+    "PER_LAYER_MODE": one_of(("replace", "add"), "how a layer's prompt meets the layer's input"),
+    "DECODER_PROMPT_LENGTH": whole(0, "the number of decoder prompt tokens", "10"),
     # decoding (models/decoding/*.gin)
     "DECODE_FN": _function("the decoding function", "@prompt_tuning.model.decoding.greedy", optional=True),
     "beam_search.num_decodes": whole(1, "the beams returned", "4"),

@@ -160,14 +160,7 @@ def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED
     raise UsageError(f"unknown metric {unknown[0]!r} for local task {name!r}: choose from "
                      f"{', '.join(sorted(available))}")
 
-  def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None) -> tf.data.Dataset:
-    del shuffle_files, seed  # One file per split: nothing to shuffle.
-    texts = read_examples(paths[split], columns)
-    return tf.data.Dataset.from_tensor_slices({
-        "inputs": texts[inputs_column], "targets": texts[targets_column],
-        "idx": list(range(len(texts[inputs_column])))})
-
-  source = seqio.FunctionDataSource(dataset_fn, splits=list(paths))
+  source = file_source(paths, inputs_column, targets_column)
   postprocess_fn = postprocessors.label_index(label_classes) if label_classes else postprocessors.text
   metric_fns = [available[m] for m in metric_names]
   registry.add_task(name, source, [], postprocess_fn, metric_fns)
@@ -176,6 +169,27 @@ def local_task(name: str = gin.REQUIRED, paths: Mapping[str, str] = gin.REQUIRED
                       [rank_classification.ranked(m) for m in metric_fns],
                       rank_labels=list(label_classes))
   return name
+
+
+def file_source(paths: Mapping[str, str], inputs_column: str = "inputs",
+                targets_column: str = "targets") -> seqio.DataSource:
+  """The examples of split -> TSV/JSONL file `paths` ({"inputs", "targets", "idx"}), read when
+  a dataset is requested."""
+  columns = (inputs_column, targets_column)
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None) -> tf.data.Dataset:
+    del shuffle_files, seed  # One file per split: nothing to shuffle.
+    texts = read_examples(paths[split], columns)
+    return tf.data.Dataset.from_tensor_slices({
+        "inputs": texts[inputs_column], "targets": texts[targets_column],
+        "idx": list(range(len(texts[inputs_column])))})
+
+  return seqio.FunctionDataSource(dataset_fn, splits=list(paths))
+
+
+def labelled_metrics(label_classes: Sequence[str]) -> list:
+  """accuracy, f1 (class 1), macro_f1, matthews_corrcoef for targets among `label_classes`."""
+  return list(_labelled_metrics(label_classes).values())
 
 
 @gin.configurable(module="prompt_tuning.data")

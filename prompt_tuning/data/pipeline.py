@@ -13,10 +13,13 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from prompt_tuning.config.errors import UsageError
+from prompt_tuning.data import rank_classification
 from prompt_tuning.training import packing
 
+SHUFFLE_BUFFER = 1000  # seqio's default
 FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
             "decoder_loss_weights")
 
@@ -43,6 +46,31 @@ def leaf_tasks(name: str, split: str) -> list:
   return [t for t in tasks if split in t.splits]
 
 
+def member_ids(name: str) -> dict[str, int]:
+  """Task name -> its index among the members of mixture `name` (a task alone: 0), the
+  `prompt_ids` that tell a model which task an example is from."""
+  task = get_task(name)
+  return {t.name: i for i, t in enumerate(getattr(task, "tasks", None) or [task])}
+
+
+def _with_member_ids(task, feature_lengths: Mapping[str, int], split: str, seed: int):
+  """The model features of a mixture's training stream with `prompt_ids`, each example's task
+  index among the members: each member shuffled and repeated, then sampled by the rates."""
+  members = getattr(task, "tasks", None) or [task]
+  datasets, rates = [], []
+  for i, member in enumerate(members):
+    if split not in member.splits:
+      continue
+    ds = member.get_dataset(dict(feature_lengths), split=split, shuffle=True, seed=seed + i, num_epochs=None)
+    ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
+    datasets.append(ds.map(lambda x, i=i: {**{k: x[k] for k in FEATURES},
+                                           "prompt_ids": tf.constant(i, tf.int32)}))
+    rates.append(task.get_rate(member) if hasattr(task, "get_rate") else 1.0)
+  total = sum(rates)
+  return tf.data.Dataset.sample_from_datasets(datasets, [r / total for r in rates], seed=seed,
+                                              stop_on_empty_dataset=False)
+
+
 def trim_to_bucket(batch: Mapping[str, np.ndarray], buckets: Sequence[int]) -> dict:
   """Cuts the right padding of `encoder_input_tokens` to the smallest bucket that fits the batch.
 
@@ -61,25 +89,67 @@ def trim_to_bucket(batch: Mapping[str, np.ndarray], buckets: Sequence[int]) -> d
 def train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                   split: str = "train", position: int = 0,
                   length_buckets: Optional[Sequence[int]] = None,
-                  pack_prompt_length: Optional[int] = None) -> Iterator[dict]:
+                  pack_prompt_length: Optional[int] = None,
+                  member_prompt_ids: bool = False) -> Iterator[dict]:
   """Endless shuffled batches of model features; `position` batches are skipped (resume).
 
   With `length_buckets`, each batch's inputs are cut to the smallest bucket that fits it. With
   `pack_prompt_length` = P, examples are packed (`prompt_tuning.training.packing`) into rows of
-  inputs + P encoder slots and `packing.TARGETS_PER_ROW` * targets decoder slots.
+  inputs + P encoder slots and `packing.TARGETS_PER_ROW` * targets decoder slots. With
+  `member_prompt_ids`, each example's `prompt_ids` is its task's index in the mixture
+  (`member_ids`).
   """
   task = get_task(name)
   if split not in task.splits:
     raise UsageError(f"task {name!r} has no {split!r} split (it has {', '.join(task.splits)})")
-  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=True, seed=seed, num_epochs=None)
-  if pack_prompt_length is not None:
-    yield from _packed(ds, feature_lengths, batch_size, pack_prompt_length, position)
-    return
-  ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
+  if member_prompt_ids:
+    ds = _with_member_ids(task, feature_lengths, split, seed)
+  else:
+    ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=True, seed=seed, num_epochs=None)
+    if pack_prompt_length is not None:
+      yield from _packed(ds, feature_lengths, batch_size, pack_prompt_length, position)
+      return
+    ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
   ds = ds.batch(batch_size, drop_remainder=True).skip(position).prefetch(2)
   for batch in ds.as_numpy_iterator():
-    batch = {k: np.asarray(batch[k]) for k in FEATURES if k in batch}
+    batch = {k: np.asarray(batch[k]) for k in FEATURES + ("prompt_ids",) if k in batch}
     yield trim_to_bucket(batch, length_buckets) if length_buckets else batch
+
+
+def num_candidates(name: str, feature_lengths: Mapping[str, int], split: str = "train") -> int:
+  """The label candidates per example of a `*_rank_classification` task; a UsageError for a task
+  without candidates."""
+  task = get_task(name)
+  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1)
+  if "rank_correct" not in ds.element_spec:
+    raise UsageError(f"a rank-classification loss trains on label candidates, but {name!r} has none: "
+                     f"set MIXTURE_OR_TASK_NAME to its {rank_classification.SUFFIX} twin")
+  first = list(ds.take(64).as_numpy_iterator())
+  return next((i for i, x in enumerate(first) if x["rank_id"] != first[0]["rank_id"]), len(first))
+
+
+def ranked_train_batches(name: str, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
+                         split: str = "train", position: int = 0) -> Iterator[dict]:
+  """Endless shuffled batches of `batch_size` examples of a `*_rank_classification` task, each
+  example as its C label candidates in consecutive rows (batch_size * C rows), with
+  `rank_correct` [batch_size, C] marking the gold label (`training.rank_loss`); `position`
+  batches are skipped (resume). Examples whose gold target is none of the labels are dropped."""
+  count = num_candidates(name, feature_lengths, split)
+  ds = get_task(name).get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1)
+  keep = ("inputs", "targets", "rank_id", "rank_correct")
+  shapes = {"inputs": [feature_lengths["inputs"]], "targets": [feature_lengths["targets"]],
+            "rank_id": [], "rank_correct": []}
+  groups = ds.map(lambda x: {k: x[k] for k in keep}).padded_batch(count, padded_shapes=shapes)
+  groups = groups.filter(lambda g: (tf.reduce_sum(tf.cast(g["rank_correct"], tf.int32)) == 1)
+                         & (tf.reduce_min(g["rank_id"]) == tf.reduce_max(g["rank_id"])))
+  groups = groups.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+  for batch in groups.batch(batch_size, drop_remainder=True).skip(position).prefetch(2).as_numpy_iterator():
+    targets = batch["targets"].reshape(-1, feature_lengths["targets"]).astype(np.int32)
+    yield {"encoder_input_tokens": batch["inputs"].reshape(-1, feature_lengths["inputs"]).astype(np.int32),
+           "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+           "decoder_target_tokens": targets,
+           "decoder_loss_weights": (targets > 0).astype(np.float32),
+           "rank_correct": batch["rank_correct"].astype(np.float32)}
 
 
 def _packed(ds, feature_lengths: Mapping[str, int], batch_size: int, prompt_length: int,

@@ -94,6 +94,15 @@ def add_variants(base: str, source: seqio.DataSource, text_preprocessors: Sequen
   return names
 
 
+def task_index_of(task: seqio.Task) -> Optional[int]:
+  """The index `<extra_id_i>` that a task-index variant prepends to its inputs; None for a task
+  that prepends none."""
+  for step in task.preprocessors:
+    if getattr(step, "func", None) is preprocessors.prepend_task_index:
+      return int(step.keywords["index"])
+  return None
+
+
 def add_mixture(name: str, task_names: Sequence[str]) -> seqio.Mixture:
   """Equal-rate mixture; tasks lacking a split are skipped for that split."""
   seqio.MixtureRegistry.remove(name)

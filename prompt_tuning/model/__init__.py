@@ -7,4 +7,6 @@ Imports `prompt_tuning.parallel` and `prompt_tuning.config`, never TensorFlow, s
   params.py    parameter trees without allocation, their shardings, random frozen weights
   layer_stack.py  scanned (stacked `layers`) <-> checkpoint (`layers_{i}`) parameter layouts
   decoding.py  greedy, beam search, sampling and scoring on a key/value cache
+  extended/    the other prompt methods as PromptT5's optional modules: multi-task and
+               reparameterized prompts, IA3, per-layer prompts, a decoder prompt
 """

@@ -40,15 +40,23 @@ def _decode_apply(module, variables, encoded, encoder_mask, tokens, mode: bool |
 def init_cache(module, params: Params, encoded: Array, encoder_mask: Array,
                max_decode_length: int) -> Any:
   """A cache for `max_decode_length` steps over `encoded`: empty self-attention keys/values
-  (`cache_index` 0) and the encoding's cross-attention keys/values, projected once here."""
+  (`cache_index` 0) and the encoding's cross-attention keys/values, projected once here. A model
+  with a decoder prompt of P_d positions gets a cache of P_d + `max_decode_length` whose first
+  P_d positions hold the prompt's keys/values (`cache_index` P_d): decoding continues after it."""
   batch_size = encoded.shape[0]
+  prompt_length = getattr(module, "decoder_prompt_length", 0)
 
   def shape_cache(params):
-    tokens = jnp.zeros((batch_size, max_decode_length), jnp.int32)
+    tokens = jnp.zeros((batch_size, prompt_length + max_decode_length), jnp.int32)
     _, variables = _decode_apply(module, {"params": params}, encoded, encoder_mask, tokens)
     return variables["cache"]
 
   empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shape_cache, params))
+  if prompt_length:
+    prompt_slots = jnp.zeros((batch_size, prompt_length), jnp.int32)  # the module feeds the prompt
+    _, variables = _decode_apply(module, {"params": params, "cache": empty}, encoded, encoder_mask,
+                                 prompt_slots, "prefill")
+    return variables["cache"]
   start = jnp.full((batch_size, 1), DECODER_START_ID, jnp.int32)
   _, variables = _decode_apply(module, {"params": params, "cache": empty}, encoded, encoder_mask,
                                start, "prefill")

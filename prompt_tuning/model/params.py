@@ -37,13 +37,13 @@ def shardings(module: prompted.PromptT5, mesh, rules,
 
 def init_random_frozen(module: prompted.PromptT5, rng: Array, mesh, rules,
                        dtype: Optional[str] = None, trainable: Sequence[str] = ()) -> Any:
-  """Random backbone weights (all but the prompt), created directly in their sharded layout;
-  matrices in `dtype` except those matched by `trainable` (float32)."""
-  _, frozen_shardings = shardings(module, mesh, rules)
+  """Random backbone weights (all but the prompt and the methods' parameters), created directly in
+  their sharded layout; matrices in `dtype` except those matched by `trainable` (float32)."""
+  _, frozen_shardings = shardings(module, mesh, rules, prompted.OUTSIDE_BACKBONE)
 
   def init():
     params = nn.meta.unbox(prompted.init_params(module, rng))
-    frozen = prompted.split(params)[1]
+    frozen = prompted.split(params, prompted.OUTSIDE_BACKBONE)[1]
     return prompted.cast_frozen(frozen, dtype, trainable) if dtype else frozen
 
   with partitioning.activation_context(mesh, rules):

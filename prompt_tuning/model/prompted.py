@@ -7,6 +7,10 @@ is a list of regular expressions over '/'-joined names (`encoder/layers_0/mlp/wi
 tree into the matched (trainable) subtree and the frozen rest, `merge` puts them back together.
 The default, `prompt/.*`, is prompt tuning: the trainable part is `{"prompt": {"prompt": [P, d]}}`;
 `.*` (with no prompt) is model tuning, anything between is partial tuning.
+
+The other prompt methods (`prompt_tuning.model.extended`) are optional fields of PromptT5, each
+a top-level subtree named like its field beside the backbone (`METHOD_FIELDS`): two compute the
+prompt instead of `prompt/prompt`, the others act inside the encoder / decoder layers.
 """
 from __future__ import annotations
 
@@ -29,6 +33,10 @@ Array = jax.Array
 Params = Mapping[str, Any]
 PROMPT_KEY = "prompt"
 DEFAULT_TRAINABLE = ("prompt/.*",)  # prompt tuning: the backbone stays frozen
+# The fields of the methods of `prompt_tuning.model.extended`, which name their parameter subtrees.
+METHOD_FIELDS = ("multitask_prompt", "reparam_prompt", "ia3", "deep_prompt", "decoder_prompt")
+# Everything that is not the backbone, which checkpoints hold: the prompt and the methods.
+OUTSIDE_BACKBONE = tuple(f"{key}/.*" for key in (PROMPT_KEY,) + METHOD_FIELDS)
 
 
 class PromptT5(nn.Module):
@@ -37,6 +45,13 @@ class PromptT5(nn.Module):
   prompt_length: int = 100
   placement: str = "prefix"
   num_prompts: int = 0  # > 0: a table of prompts, chosen per example by `prompt_ids`
+  # Methods of `prompt_tuning.model.extended` (None: off); each one's parameters are the top-level
+  # subtree named like its field. The first two compute the prompt in place of `prompt/prompt`.
+  multitask_prompt: Optional[nn.Module] = None  # a shared prompt + a per-task part
+  reparam_prompt: Optional[nn.Module] = None  # MLP(theta), or P + LayerNorm(MLP(P))
+  ia3: Optional[nn.Module] = None  # scales of the attention keys, values and MLP activations
+  deep_prompt: Optional[nn.Module] = None  # prompts at the inputs of encoder layers
+  decoder_prompt: Optional[nn.Module] = None  # a prompt prepended to the decoder's inputs
 
   def setup(self):
     c = self.cfg
@@ -54,26 +69,60 @@ class PromptT5(nn.Module):
     slots per example: the encoding keeps their length [b, L], and the second value is the
     segment ids, which `decode` uses to keep each example's targets on its own inputs.
     """
+    if self._reads_task_sentinel():  # the task-index token names the task, and is dropped
+      prompt_ids = self.multitask_prompt.task_ids(encoder_input_tokens[:, 0])
+      encoder_input_tokens = encoder_input_tokens[:, 1:]
     x = self.token_embedder(encoder_input_tokens)
+    hooks = self._hooks("encoder")
     if encoder_segment_ids is not None:
       x = self._fill_prompt_slots(x, encoder_segment_ids, encoder_positions, prompt_ids)
-      return self.encoder(x, encoder_segment_ids > 0, deterministic, encoder_segment_ids), encoder_segment_ids
+      return (self.encoder(x, encoder_segment_ids > 0, deterministic, encoder_segment_ids, hooks),
+              encoder_segment_ids)
     mask = encoder_input_tokens > 0
     if self.prompt_length > 0:
-      x, mask = prompts_lib.combine(self.prompt(prompt_ids), x, mask, self.placement)
-    return self.encoder(x, mask, deterministic), mask
+      x, mask = prompts_lib.combine(self.effective_prompt(prompt_ids), x, mask, self.placement)
+    return self.encoder(x, mask, deterministic, hooks=hooks), mask
+
+  def _hooks(self, stack: str) -> dict:
+    """The per-layer inputs (`t5.LayerHooks`) the methods give the layers of `stack`."""
+    hooks = {}
+    if self.ia3 is not None:
+      hooks.update(self.ia3(self.cfg)[0 if stack == "encoder" else 1])
+    if self.deep_prompt is not None and stack == "encoder":
+      hooks.update(self.deep_prompt(self.cfg, self.prompt_length))
+    return hooks
+
+  @property
+  def decoder_prompt_length(self) -> int:
+    return self.decoder_prompt.length if self.decoder_prompt is not None else 0
+
+  def effective_prompt(self, prompt_ids: Optional[Array] = None) -> Array:
+    """The prompt the encoder sees: [P, d], or [b, P, d] for the examples' `prompt_ids` (a prompt
+    table, or a multi-task prompt's task indices: all T tasks' [T, P, d] when None)."""
+    c = self.cfg
+    if self.multitask_prompt is not None:
+      if prompt_ids is None:
+        prompt_ids = jnp.arange(self.multitask_prompt.num_tasks)
+      return self.multitask_prompt(self.prompt_length, c.emb_dim, prompt_ids)
+    if self.reparam_prompt is not None:
+      return self.reparam_prompt(self.prompt_length, c.emb_dim)
+    return self.prompt(prompt_ids)
+
+  def _reads_task_sentinel(self) -> bool:
+    return self.multitask_prompt is not None and self.multitask_prompt.task_source == "sentinel"
 
   def _fill_prompt_slots(self, x: Array, segment_ids: Array, positions: Optional[Array],
                          prompt_ids: Optional[Array]) -> Array:
     """Writes the prompt into the first P positions of every packed segment."""
     if positions is None:
       raise ValueError("packed inputs need `encoder_positions` along with `encoder_segment_ids`")
-    if self.placement != "prefix" or self.num_prompts:
-      raise ValueError("packing supports one shared prompt in the prefix placement; turn packing "
-                       f"off for placement={self.placement!r} or num_prompts={self.num_prompts}")
+    conflicts = packing_conflicts(self)
+    if conflicts:
+      raise ValueError(f"packing supports one shared prompt in the prefix placement; turn packing "
+                       f"off for {', '.join(conflicts)}")
     if self.prompt_length == 0:
       return x
-    prompt = self.prompt(prompt_ids).astype(x.dtype)  # [P, d]
+    prompt = self.effective_prompt(prompt_ids).astype(x.dtype)  # [P, d]
     slot = (positions < self.prompt_length) & (segment_ids > 0)
     rows = jnp.take(prompt, jnp.minimum(positions, self.prompt_length - 1), axis=0)
     return jnp.where(slot[..., None], rows, x)
@@ -89,9 +138,22 @@ class PromptT5(nn.Module):
     With `decode=True` (and `mutable=["cache"]`) the decoder runs on the KV cache: the tokens are
     the next positions after the cache's `cache_index`, and `decoder_target_tokens` is unused
     (see `prompt_tuning.model.decoding`, which builds and steps the cache). `decode="prefill"` also
-    projects `encoded` into the cross-attention keys/values that later steps read from the cache.
+    projects `encoded` into the cross-attention keys/values that later steps read from the cache;
+    with a decoder prompt, prefilling feeds the prompt (not the tokens), which then fills the
+    cache's first P_d positions. Without the cache, a decoder prompt goes before the tokens and
+    its positions' logits are dropped.
     """
     y = self.token_embedder(decoder_input_tokens)
+    pd = self.decoder_prompt_length
+    if pd and decoder_segment_ids is None and decode in (False, "prefill"):
+      prompt = self.decoder_prompt(self.cfg.emb_dim).astype(y.dtype)
+      prompt = jnp.broadcast_to(prompt, (y.shape[0],) + prompt.shape)
+      if decode:  # prefill: the prompt alone
+        y, decoder_input_tokens = prompt, jnp.ones(prompt.shape[:2], jnp.int32)
+      else:
+        y = jnp.concatenate([prompt, y], axis=1)
+        decoder_target_tokens = jnp.concatenate(
+            [jnp.ones((y.shape[0], pd), decoder_target_tokens.dtype), decoder_target_tokens], axis=1)
     if decoder_segment_ids is not None:
       q_segments = decoder_segment_ids
       self_mask = _causal_mask(decoder_target_tokens) & t5.segment_mask(q_segments, q_segments)
@@ -100,7 +162,9 @@ class PromptT5(nn.Module):
     else:
       self_mask, q_segments = _causal_mask(decoder_target_tokens), (decoder_target_tokens > 0).astype(jnp.int32)
     cross_mask = t5.segment_mask(q_segments, encoder_mask.astype(jnp.int32))
-    return self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode)
+    logits = self.decoder(y, encoded, self_mask, cross_mask, deterministic, decode,
+                          hooks=self._hooks("decoder"))
+    return logits[:, pd:] if pd and not decode else logits
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                decoder_target_tokens: Array, prompt_ids: Optional[Array] = None,
@@ -121,14 +185,56 @@ def _causal_mask(targets: Array) -> Array:
   return causal[None, None] & valid[:, None, :, None] & valid[:, None, None, :]
 
 
+def packing_conflicts(module: PromptT5) -> list[str]:
+  """The module's settings that packed rows (one prompt copy per example) cannot serve."""
+  conflicts = [f"placement={module.placement!r}"] if module.placement != "prefix" else []
+  if module.num_prompts:
+    conflicts.append(f"num_prompts={module.num_prompts}")
+  if module.multitask_prompt is not None:
+    conflicts.append("a multi-task prompt")
+  if module.deep_prompt is not None:
+    conflicts.append("per-layer prompts")
+  if module.decoder_prompt_length:
+    conflicts.append("a decoder prompt")
+  return conflicts
+
+
 def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
-          num_prompts: int = 0) -> PromptT5:
-  """The prompted model, its settings checked (each bad one is a one-line error)."""
+          num_prompts: int = 0, multitask_prompt: Optional[nn.Module] = None,
+          reparam_prompt: Optional[nn.Module] = None, ia3: Optional[nn.Module] = None,
+          deep_prompt: Optional[nn.Module] = None,
+          decoder_prompt: Optional[nn.Module] = None) -> PromptT5:
+  """A checked PromptT5 with the methods of `prompt_tuning.model.extended` that are given:
+  `multitask_prompt` / `reparam_prompt` compute the prompt in place of the plain one, `ia3`,
+  `deep_prompt` and `decoder_prompt` act inside the encoder / decoder."""
   fields = ("emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers", "num_decoder_layers",
             "relative_attention_num_buckets", "relative_attention_max_distance")
   checks.check({"PROMPT_LENGTH": prompt_length, "VOCAB_SIZE": cfg.vocab_size, "DROPOUT_RATE": cfg.dropout_rate,
                 "ACTIVATION_DTYPE": cfg.dtype, "SCAN_LAYERS": cfg.scan_layers,
                 **{f"T5Config.{f}": getattr(cfg, f) for f in fields}})
+  generators = [n for n, m in (("multitask_prompt", multitask_prompt), ("reparam_prompt", reparam_prompt))
+                if m is not None]
+  if len(generators) > 1:
+    raise ConfigError(f"{' and '.join(generators)} both compute the prompt: choose one")
+  if generators and num_prompts:
+    raise ConfigError(f"{generators[0]} computes the prompt, so the model holds no prompt table: "
+                      f"unset num_prompts ({num_prompts})")
+  if generators and prompt_length < 1:
+    raise ConfigError(f"{generators[0]} needs PROMPT_LENGTH >= 1, not {prompt_length}")
+  if multitask_prompt is not None and multitask_prompt.combine == "concat":
+    shared, task = multitask_prompt.lengths(prompt_length)
+    if shared < 1 or task < 1:
+      raise ConfigError(f"a concatenated multi-task prompt of PROMPT_LENGTH {prompt_length} leaves "
+                        f"{shared} shared and {task} per-task positions: each needs at least 1")
+  if deep_prompt is not None:
+    if placement != "prefix" or prompt_length < 1:
+      raise ConfigError(f"per-layer prompts take the positions of a prefix prompt, but this model has "
+                        f"placement {placement!r} and PROMPT_LENGTH {prompt_length}: use "
+                        "PROMPT_PLACEMENT='prefix' and PROMPT_LENGTH >= 1")
+    outside = [i for i in deep_prompt.chosen(cfg.num_encoder_layers) if not 0 <= i < cfg.num_encoder_layers]
+    if outside:
+      raise ConfigError(f"per-layer prompt layers {outside} are not encoder layers: the encoder has "
+                        f"layers 0..{cfg.num_encoder_layers - 1}")
   if placement not in prompts_lib.PLACEMENTS:
     raise ConfigError(f"unknown prompt placement {placement!r}; choose one of "
                      f"{', '.join(prompts_lib.PLACEMENTS)}")
@@ -141,7 +247,8 @@ def build(cfg: t5.T5Config, prompt_length: int = 100, placement: str = "prefix",
   remats = ("none",) + tuple(t5.REMAT_POLICIES)
   if cfg.remat not in remats:
     raise ConfigError(f"unknown remat {cfg.remat!r}; choose one of {', '.join(remats)}")
-  return PromptT5(cfg, prompt_length, placement, num_prompts)
+  return PromptT5(cfg, prompt_length, placement, num_prompts, multitask_prompt, reparam_prompt, ia3,
+                  deep_prompt, decoder_prompt)
 
 
 def dummy_batch(batch: int, inputs_length: int, targets_length: int) -> dict[str, Array]:
@@ -154,8 +261,11 @@ def dummy_batch(batch: int, inputs_length: int, targets_length: int) -> dict[str
 def init_params(module: PromptT5, rng: Array, inputs_length: int = 8, targets_length: int = 4):
   """Random parameters (all of them, boxed with logical axes) — for tests and benchmarks."""
   batch = dummy_batch(1, inputs_length, targets_length)
-  if module.num_prompts:
+  if module.num_prompts or module.multitask_prompt is not None:
     batch["prompt_ids"] = jnp.zeros((1,), jnp.int32)
+  if module._reads_task_sentinel():  # <extra_id_0>: task 0
+    batch["encoder_input_tokens"] = batch["encoder_input_tokens"].at[:, 0].set(
+        module.multitask_prompt.vocab_size - 1)
   return module.init(rng, **batch)["params"]
 
 
@@ -224,10 +334,47 @@ def cast_frozen(frozen: Params, dtype, trainable: Sequence[str] | str = ()) -> A
   return jax.tree_util.tree_map_with_path(cast, frozen)
 
 
+def methods(module: PromptT5) -> dict[str, nn.Module]:
+  """The module's methods of `prompt_tuning.model.extended` that are on, by field name."""
+  return {name: getattr(module, name) for name in METHOD_FIELDS if getattr(module, name) is not None}
+
+
+def has_plain_prompt(module: PromptT5) -> bool:
+  """Whether `prompt/prompt` exists: a prompt that no method computes."""
+  return module.prompt_length > 0 and module.multitask_prompt is None and module.reparam_prompt is None
+
+
+def trainable_patterns(module: PromptT5) -> tuple[str, ...]:
+  """TRAINABLE that tunes the module's prompt and methods (what each method's gin file sets)."""
+  plain = (PROMPT_KEY + "/.*",) if has_plain_prompt(module) else ()
+  return plain + tuple(f"{name}/.*" for name in methods(module))
+
+
 def init_prompt(module: PromptT5, initializer: prompts_lib.Initializer, rng: Array,
                 frozen: Params) -> dict:
-  """The prompt subtree, initialized with access to the frozen embedding table."""
-  embedding = frozen["token_embedder"]["embedding"]
-  shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
-  value = initializer(rng, shape, np.asarray(multihost.fetch(embedding), np.float32))
-  return {PROMPT_KEY: {"prompt": jnp.asarray(value, jnp.float32)}}
+  """Every parameter outside the backbone, initialized with access to the frozen embedding table:
+  the plain prompt (from `initializer`) and each method's subtree (its `initial_params`)."""
+  embedding = np.asarray(multihost.fetch(frozen["token_embedder"]["embedding"]), np.float32)
+  prompt_rng, methods_rng = jax.random.split(rng)
+  out = {}
+  if has_plain_prompt(module):
+    shape = prompts_lib.prompt_shape(module.prompt_length, module.cfg.emb_dim, module.num_prompts)
+    # The prompt keeps the key it was drawn with before methods existed: same seed, same prompt.
+    out[PROMPT_KEY] = {"prompt": jnp.asarray(initializer(rng, shape, embedding), jnp.float32)}
+  for i, (name, method) in enumerate(sorted(methods(module).items())):
+    key = prompt_rng if name in ("multitask_prompt", "reparam_prompt") else jax.random.fold_in(methods_rng, i)
+    out[name] = method.initial_params(key, module, embedding, initializer)
+  return out
+
+
+def exported_prompt(module: PromptT5, trainable: Params) -> Optional[np.ndarray]:
+  """What a prompt file holds for these trainable parameters: the prompt the encoder sees, float32
+  [P, d] ([T, P, d] for a prompt table or a multi-task prompt's tasks); None without a prompt.
+  A method that computes the prompt is run here once, so the file serves the plain model."""
+  if module.prompt_length == 0:
+    return None
+  if has_plain_prompt(module):
+    value = trainable[PROMPT_KEY]["prompt"]
+  else:
+    value = module.apply({"params": trainable}, method=module.effective_prompt)
+  return np.asarray(multihost.fetch(value), np.float32)

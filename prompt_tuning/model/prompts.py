@@ -114,6 +114,11 @@ def encode_text(vocab_path: Optional[str], text: str) -> list[int]:
   return ids
 
 
+def token_count(text: str, vocab_path: Optional[str] = None) -> int:
+  """The number of SentencePiece tokens of `text` (e.g. a prompt length that fits a text)."""
+  return len(encode_text(vocab_path, text))
+
+
 def _fill_front(rng, shape, embedding, rows, fallback, what):
   length = shape[-2]
   if len(rows) > length:

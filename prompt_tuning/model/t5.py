@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,11 @@ from flax import linen as nn
 
 Array = jax.Array
 DType = Any
+# Per-layer inputs of a stack's layers, each with a leading [num_layers] axis (methods of
+# `prompt_tuning.model.extended` that act inside the layers): "key_scale", "value_scale",
+# "mlp_scale" (encoder; the decoder's "self_key_scale", "self_value_scale", "cross_key_scale",
+# "cross_value_scale", "mlp_scale"), and "prompt" [P, d] with "prompt_keep" (encoder inputs).
+LayerHooks = Mapping[str, Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,11 +269,14 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, q_in: Array, kv_in: Array, mask: Optional[Array],
                position_bias: Optional[Array], deterministic: bool,
-               decode: bool | str = False) -> Array:
+               decode: bool | str = False, key_scale: Optional[Array] = None,
+               value_scale: Optional[Array] = None) -> Array:
     """`mask` is boolean [b, 1, 1|q, k]; `position_bias` is float32 [1, h, q, k].
 
     The two are combined inside the attention (not into one [b, h, q, k] tensor beforehand),
     so no batch-by-heads bias is materialized, stored for backward or read by every layer.
+    `key_scale` / `value_scale` [heads * head_dim] multiply the projected keys / values (IA3),
+    before they are cached.
     """
     inner = self.num_heads * self.head_dim
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
@@ -283,7 +291,7 @@ class Attention(nn.Module):
     q = split(dense(inner, ("embed", "joined_kv"), kernel_init=query_init, name="query")(q_in))
     key = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="key")
     value = dense(inner, ("embed", "joined_kv"), kernel_init=fan_in, name="value")
-    project = lambda: (split(key(kv_in)), split(value(kv_in)))
+    project = lambda: (split(_scaled(key(kv_in), key_scale)), split(_scaled(value(kv_in), value_scale)))
     if decode and self.memory_cache:
       k, v = self._memory_kv(kv_in, project, decode == "prefill")
     else:
@@ -335,6 +343,11 @@ class Attention(nn.Module):
     return ck.value, cv.value
 
 
+def _scaled(x: Array, scale: Optional[Array]) -> Array:
+  """x * scale over the last axis (IA3's learned scaling vectors); x when there is none."""
+  return x if scale is None else x * scale.astype(x.dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def gated_activation(gate: Array, linear: Array, activation: str) -> Array:
   """act(gate) * linear. The backward pass keeps only the two inputs and recomputes the
@@ -365,7 +378,8 @@ class GatedMlp(nn.Module):
   dtype: DType
 
   @nn.compact
-  def __call__(self, x: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, deterministic: bool, hidden_scale: Optional[Array] = None) -> Array:
+    """`hidden_scale` [mlp_dim] multiplies the hidden activations (IA3)."""
     init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
     ys = []
     for i in range(len(self.activations)):
@@ -377,7 +391,7 @@ class GatedMlp(nn.Module):
       h = 1.0
       for y, act in zip(ys, self.activations):
         h = h * (y if act == "linear" else getattr(nn, act)(y))
-    h = constrain(h, ("batch", "length", "mlp"))
+    h = constrain(_scaled(h, hidden_scale), ("batch", "length", "mlp"))
     h = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
     return Dense(x.shape[-1], ("mlp", "embed"), kernel_init=init, dtype=self.dtype, name="wo")(h)
 
@@ -386,15 +400,21 @@ class EncoderLayer(nn.Module):
   cfg: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, position_bias: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, position_bias: Array, deterministic: bool,
+               hooks: Optional[LayerHooks] = None) -> Array:
     c, dt = self.cfg, self.cfg.compute_dtype
+    hooks = hooks or {}
+    if "prompt" in hooks:
+      x = _layer_prompt(x, hooks["prompt"], hooks["prompt_keep"])
     drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
     h = RMSNorm(dt, name="pre_attention_layer_norm")(x)
     h = Attention(c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention, name="attention")(
-        h, h, mask, position_bias, deterministic)
+        h, h, mask, position_bias, deterministic, key_scale=hooks.get("key_scale"),
+        value_scale=hooks.get("value_scale"))
     x = x + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(x)
-    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
+    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(
+        h, deterministic, hooks.get("mlp_scale"))
     x = x + drop(h, deterministic=deterministic)
     return _layer_output(c, constrain(x, ("batch", "length", "embed")))
 
@@ -404,21 +424,35 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], position_bias: Array,
-               cross_mask: Array, deterministic: bool, decode: bool | str = False) -> Array:
+               cross_mask: Array, deterministic: bool, decode: bool | str = False,
+               hooks: Optional[LayerHooks] = None) -> Array:
     c, dt = self.cfg, self.cfg.compute_dtype
+    hooks = hooks or {}
     drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
     attn = functools.partial(Attention, c.num_heads, c.head_dim, c.dropout_rate, dt, c.attention)
     h = RMSNorm(dt, name="pre_self_attention_layer_norm")(y)
-    h = attn(name="self_attention")(h, h, self_mask, position_bias, deterministic, decode=decode)
+    h = attn(name="self_attention")(h, h, self_mask, position_bias, deterministic, decode=decode,
+                                    key_scale=hooks.get("self_key_scale"),
+                                    value_scale=hooks.get("self_value_scale"))
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_cross_attention_layer_norm")(y)
-    h = attn(name="encoder_decoder_attention", memory_cache=True)(h, encoded, cross_mask, None,
-                                                                 deterministic, decode=decode)
+    h = attn(name="encoder_decoder_attention", memory_cache=True)(
+        h, encoded, cross_mask, None, deterministic, decode=decode,
+        key_scale=hooks.get("cross_key_scale"), value_scale=hooks.get("cross_value_scale"))
     y = y + drop(h, deterministic=deterministic)
     h = RMSNorm(dt, name="pre_mlp_layer_norm")(y)
-    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(h, deterministic)
+    h = GatedMlp(c.mlp_dim, c.mlp_activations, c.dropout_rate, dt, name="mlp")(
+        h, deterministic, hooks.get("mlp_scale"))
     y = y + drop(h, deterministic=deterministic)
     return _layer_output(c, constrain(y, ("batch", "length", "embed")))
+
+
+def _layer_prompt(x: Array, prompt: Array, keep: Array) -> Array:
+  """The layer's input with its first P positions (a prefix prompt's) set to keep * x + prompt:
+  keep 0 replaces them with this layer's prompt, keep 1 adds it (0 leaves them as they are)."""
+  length = prompt.shape[0]
+  head = x[:, :length] * keep.astype(x.dtype) + prompt.astype(x.dtype)[None]
+  return jnp.concatenate([head, x[:, length:]], axis=1)
 
 
 def _layer_output(cfg: T5Config, x: Array):
@@ -449,19 +483,22 @@ def _layers(layer_cls, cfg: T5Config, num_layers: int, static_argnums: tuple[int
   `nn.scan` named `layers` whose parameters (and decoding cache) gain a leading layers axis.
 
   Every argument after the carried activation is the same for all layers (`nn.broadcast`), so
-  the shared relative-position bias is computed once per stack and read by every iteration.
+  the shared relative-position bias is computed once per stack and read by every iteration;
+  only `hooks` (per-layer arrays with a leading layers axis, see `LayerHooks`) differ: layer i
+  reads their row i (scanned over, as the parameters are).
   """
   layer = _maybe_remat(layer_cls, cfg, static_argnums)
 
-  def run(x, *args):
+  def run(x, *args, hooks: Optional[LayerHooks] = None):
+    hooks = dict(hooks or {})
     if cfg.scan_layers:
       scanned = nn.scan(layer, variable_axes={"params": 0, "cache": 0},
                         split_rngs={"params": True, "dropout": True},
-                        in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                        in_axes=(nn.broadcast,) * len(args) + (0,), length=num_layers,
                         metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})
-      return scanned(cfg, name="layers")(x, *args)[0]
+      return scanned(cfg, name="layers")(x, *args, hooks)[0]
     for i in range(num_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, *args)
+      x = layer(cfg, name=f"layers_{i}")(x, *args, {k: v[i] for k, v in hooks.items()})
     return x
   return run
 
@@ -472,9 +509,10 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool,
-               segment_ids: Optional[Array] = None) -> Array:
+               segment_ids: Optional[Array] = None, hooks: Optional[LayerHooks] = None) -> Array:
     """`mask` [b, L] marks real positions; with packed rows, `segment_ids` [b, L] keeps attention
-    inside each example (relative positions need nothing: a segment's positions are contiguous)."""
+    inside each example (relative positions need nothing: a segment's positions are contiguous).
+    `hooks`: per-layer arrays the layers apply (`LayerHooks`)."""
     c = self.cfg
     length = x.shape[1]
     rel = RelativePositionBias(c.relative_attention_num_buckets, c.relative_attention_max_distance,
@@ -486,7 +524,7 @@ class Encoder(nn.Module):
     x = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = constrain(x.astype(c.compute_dtype), ("batch", "length", "embed"))
     x = _layers(EncoderLayer, c, c.num_encoder_layers, static_argnums=(4,))(
-        x, attn_mask, rel, deterministic)
+        x, attn_mask, rel, deterministic, hooks=hooks)
     x = RMSNorm(c.compute_dtype, name="encoder_norm")(x)
     return nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
 
@@ -497,7 +535,8 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, y: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
-               deterministic: bool, decode: bool | str = False) -> Array:
+               deterministic: bool, decode: bool | str = False,
+               hooks: Optional[LayerHooks] = None) -> Array:
     c = self.cfg
     q_len = y.shape[1]
     k_len, position = q_len, 0
@@ -518,7 +557,7 @@ class Decoder(nn.Module):
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     y = constrain(y.astype(c.compute_dtype), ("batch", "length", "embed"))
     y = _layers(DecoderLayer, c, c.num_decoder_layers, static_argnums=(6, 7))(
-        y, encoded, self_mask, rel, cross_mask, deterministic, decode)
+        y, encoded, self_mask, rel, cross_mask, deterministic, decode, hooks=hooks)
     y = RMSNorm(c.compute_dtype, name="decoder_norm")(y)
     y = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
     logits = Dense(c.vocab_size, ("embed", "vocab"), dtype=c.compute_dtype, name="logits_dense",

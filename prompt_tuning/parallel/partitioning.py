@@ -38,6 +38,7 @@ STANDARD_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("prompt", None),
     ("prompt_embed", None),
     ("prompt_tasks", None),
+    ("prompt_hidden", None),  # features inside the prompt methods' small networks (replicated)
 )
 
 

@@ -14,4 +14,6 @@ entry points import it.
   launch.py          what the command-line flags ask of the data package before a run
   peft_export.py     prompts as PEFT adapters, the model's sizes read from the run or checkpoint
   prompt_sources.py  PROMPT_FILE of eval / infer: a run's MODEL_DIR, the prompt length the files hold
+  methods.py         the prompt methods in a run: what each cannot serve, multi-task task ids,
+                     the step's objective and regularizer, the prompt files they export
 """

@@ -89,8 +89,9 @@ def _layout(module: model_lib.PromptT5, mesh_shape: Sequence[int], parameter_par
 
 
 def initial_prompt(frozen: Backbone, prompt_init: Optional[prompts_lib.Initializer], seed: int) -> dict:
-  """The prompt's starting value (checked against the model's prompt shape); {} without one."""
-  if frozen.module.prompt_length == 0:
+  """The starting values of the prompt (checked against the model's prompt shape) and of the
+  methods' parameters (`prompted.init_prompt`); {} without any."""
+  if frozen.module.prompt_length == 0 and not model_lib.methods(frozen.module):
     return {}
   try:
     prompt = model_lib.init_prompt(frozen.module, prompt_init or prompts_lib.random_uniform(),

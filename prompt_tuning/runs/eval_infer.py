@@ -13,12 +13,14 @@ from typing import Callable, Mapping, Optional
 import gin
 
 import prompt_tuning.runs.configurables  # noqa: F401  the library's functions, for gin
+from prompt_tuning.checkpoints import restore
 from prompt_tuning.config import checks
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.model import prompted as model_lib
 from prompt_tuning.parallel import multihost
 from prompt_tuning.runs import backbone
 from prompt_tuning.runs import ensemble
+from prompt_tuning.runs import methods
 from prompt_tuning.runs import metrics_writer
 from prompt_tuning.runs import prompt_sources
 from prompt_tuning.runs.evaluator import Evaluator
@@ -32,6 +34,10 @@ def _prompt_files(prompt_file, many: bool) -> list:
   if not prompt_file or prompt_file is gin.REQUIRED:
     raise UsageError("PROMPT_FILE is not set: add --gin.PROMPT_FILE=/path/prompt.npy")
   files = [prompt_sources.resolve(p) for p in ([prompt_file] if isinstance(prompt_file, str) else prompt_file)]
+  trained = [f for f in files if restore.is_training_checkpoint(f)]
+  if len(files) > 1 and trained:
+    raise UsageError(f"PROMPT_FILE lists several files, and {trained[0]} is a training checkpoint: "
+                     "ensembles and per-task prompts are prompt files (.npy or PEFT folders)")
   if len(files) > 1 and not many:
     raise UsageError("PROMPT_FILE lists several prompts: ensembles are evaluated by "
                                 "prompt_tuning.eval; give inference one prompt file, or a "
@@ -39,8 +45,8 @@ def _prompt_files(prompt_file, many: bool) -> list:
   for path in files:
     if not os.path.exists(path):
       raise UsageError(f"prompt file {path!r} does not exist: set PROMPT_FILE to a .npy "
-                                  "saved by training (MODEL_DIR/prompt_best.npy), a PEFT folder or "
-                                  "the run's MODEL_DIR")
+                                  "saved by training (MODEL_DIR/prompt_best.npy), a PEFT folder, "
+                                  "the run's MODEL_DIR or one of its checkpoint_<step> folders")
   return files
 
 
@@ -101,7 +107,8 @@ def run_eval(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   ensembled = len(files) > 1
   evaluator = Evaluator(_with_table(model, len(files)) if ensembled else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
-                        max_examples, decode_fn, seed)
+                        max_examples, decode_fn, seed,
+                        task_prompt_ids=methods.evaluation_prompt_ids(model, mixture_or_task_name, (split,)))
   frozen, prompt = _load(model, initial_checkpoint_path, files, mesh_shape, frozen_dtype, seed,
                          table=ensembled)
   if ensembled:
@@ -142,7 +149,8 @@ def run_infer(*, model=gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
   model = _fit(model, _prompt_files(list(per_task.values()) if per_task else prompt_file, many=bool(per_task)))
   evaluator = Evaluator(_with_table(model, len(per_task)) if per_task else model,
                         mixture_or_task_name, task_feature_lengths, split, batch_size,
-                        max_examples, decode_fn, seed)
+                        max_examples, decode_fn, seed,
+                        task_prompt_ids=methods.evaluation_prompt_ids(model, mixture_or_task_name, (split,)))
   names = [data.task.name for data in evaluator.tasks]
   if per_task is not None and sorted(per_task) != sorted(names):
     raise UsageError(f"PROMPT_FILE names tasks {sorted(per_task)} but {mixture_or_task_name!r} "

@@ -70,9 +70,12 @@ class Evaluator:
   def __init__(self, module: model_lib.PromptT5, mixture_or_task_name: str,
                feature_lengths: Mapping[str, int], split: str = "validation", batch_size: int = 32,
                max_examples: Optional[int] = None, decode_fn: Optional[Callable] = None,
-               seed: int = 0, score_tasks: Optional[Sequence[str]] = None):
+               seed: int = 0, score_tasks: Optional[Sequence[str]] = None,
+               task_prompt_ids: Optional[Mapping[str, int]] = None):
     """`score_tasks` (None: every task) are the tasks whose metrics make `eval/score`; the others
-    are evaluated and reported but do not choose the best checkpoint."""
+    are evaluated and reported but do not choose the best checkpoint. `task_prompt_ids` (task ->
+    prompt index) gives every batch of a task that `prompt_ids` (a multi-task prompt's tasks)."""
+    self.task_prompt_ids = dict(task_prompt_ids) if task_prompt_ids else None
     self.module, self.lengths, self.split, self.batch_size = module, dict(feature_lengths), split, batch_size
     tasks = pipeline.leaf_tasks(mixture_or_task_name, split)
     if not tasks:
@@ -114,6 +117,9 @@ class Evaluator:
     vocabulary = data.task.output_features["targets"].vocabulary
     prompt, frozen = model_lib.split(params)
     for i, (batch, n) in enumerate(self._batches(data.examples)):
+      if self.task_prompt_ids is not None:
+        rows = len(batch["encoder_input_tokens"])
+        batch["prompt_ids"] = np.full(rows, self.task_prompt_ids[data.task.name], np.int32)
       batch = _placed(batch, frozen)
       stats = multihost.fetch(self._loss(prompt, frozen, batch))
       totals["loss"] += float(stats["cross_ent_per_token"]) * float(stats["num_tokens"])

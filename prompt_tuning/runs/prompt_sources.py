@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from prompt_tuning.checkpoints import prompt_io
+from prompt_tuning.checkpoints import restore
 from prompt_tuning.config import gin_config
 from prompt_tuning.config.errors import UsageError
 
@@ -65,7 +66,11 @@ def run_length(path: str) -> Optional[int]:
 
 def fit_prompt_length(model, files: Sequence[str]):
   """`model` with the prompt length of `files` (which must agree with each other, with their
-  runs' config.gin and with an explicit --gin.PROMPT_LENGTH)."""
+  runs' config.gin and with an explicit --gin.PROMPT_LENGTH). A training checkpoint holds no
+  prompt file: the model keeps its settings, and the checkpoint's arrays are checked against
+  them as they are read (`restore.restore_trained`)."""
+  if any(restore.is_training_checkpoint(path) for path in files):
+    return model
   lengths = {path: stored_length(path) for path in files}
   if len(set(lengths.values())) > 1:
     raise UsageError(f"the prompt files hold prompts of different lengths ({lengths}): prompts "

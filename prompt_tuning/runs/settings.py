@@ -44,12 +44,23 @@ class TuningConfig:
   frozen. ('prompt/.*',) is prompt tuning, ('.*',) with PROMPT_LENGTH = 0 model tuning.
   `loss_normalizing_factor`: None sums the loss over target tokens (T5X's default); a constant
   (e.g. 233472 = 2048 x 114 for Mesh-TF-pretrained T5 1.1, as T5X's docs advise) divides it.
+  `rank_loss`: instead of the token loss, 'softmax' (cross-entropy over the label candidates'
+  sequence log-likelihoods) or 'hinge' (margin `rank_margin`) on the candidates of a
+  `*_rank_classification` task (`prompt_tuning.training.rank_loss`). `wayward_text`: a task
+  description whose token embeddings the prompt is pulled towards, with weight `wayward_gamma`
+  (`prompt_tuning.training.wayward`).
   """
   trainable: Sequence[str] = DEFAULT_TRAINABLE
   loss_normalizing_factor: Optional[float] = None
+  rank_loss: Optional[str] = None
+  rank_margin: float = 0.2
+  wayward_text: Optional[str] = None
+  wayward_gamma: float = 0.01
 
   def __post_init__(self):
-    checks.check({"TRAINABLE": self.trainable, "LOSS_NORMALIZING_FACTOR": self.loss_normalizing_factor})
+    checks.check({"TRAINABLE": self.trainable, "LOSS_NORMALIZING_FACTOR": self.loss_normalizing_factor,
+                  "RANK_LOSS": self.rank_loss, "RANK_MARGIN": self.rank_margin,
+                  "WAYWARD_TEXT": self.wayward_text, "WAYWARD_GAMMA": self.wayward_gamma})
 
 
 @gin.configurable(module="prompt_tuning.runs.settings")

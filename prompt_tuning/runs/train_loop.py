@@ -42,6 +42,7 @@ from prompt_tuning.parallel import multihost
 from prompt_tuning.runs import backbone
 from prompt_tuning.runs import evaluator as evaluator_lib
 from prompt_tuning.runs import label_check
+from prompt_tuning.runs import methods
 from prompt_tuning.runs import metrics_writer
 from prompt_tuning.runs import run_folder
 from prompt_tuning.runs import peft_export
@@ -146,16 +147,16 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
     checks.prompt_length(model.prompt_length, f"TRAINABLE = {patterns} trains only the prompt")
   batch_size = dataset.batch_size
   checks.divides(batch_size, num_microbatches)
-  if dataset.pack and (dataset.length_buckets or model.placement != "prefix" or model.num_prompts):
-    raise UsageError("PACK = True needs the prefix placement, one shared prompt and no "
-                     "LENGTH_BUCKETS (packing already removes the padding): unset one of them")
   trainable = model_lib.check_trainable(tuning.trainable, params_lib.names(model))
+  methods.check_settings(model, dataset, tuning, trainable, checkpoint.peft_export)
+  task_ids = methods.evaluation_prompt_ids(model, dataset.mixture_or_task_name, ("train", evaluation.split))
+  export = methods.prompt_exporter(model)
 
   # ---------------------------------------------------------------- validate and build (no writes)
   evaluator = evaluator_lib.Evaluator(model, dataset.mixture_or_task_name, dataset.task_feature_lengths,
                                       evaluation.split, evaluation.batch_size or batch_size,
                                       evaluation.max_examples, evaluation.decode_fn, seed,
-                                      _score_tasks(dataset.mixture_or_task_name, evaluation))
+                                      _score_tasks(dataset.mixture_or_task_name, evaluation), task_ids)
   peft = peft_export.peft_settings(model, restore.path) if checkpoint.peft_export else None
   tx = optimizer or optim.adafactor()
   base = backbone.restore_backbone(model, restore.path, mesh_shape, restore.dtype, seed, trainable,
@@ -168,7 +169,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
   step_fn = train_step.partitioned_train_step(model, tx, base.mesh, base.rules, frozen_shardings,
                                               state_shardings, donate=True,
                                               num_microbatches=num_microbatches, z_loss=z_loss,
-                                              loss_normalizing_factor=tuning.loss_normalizing_factor)
+                                              loss_normalizing_factor=tuning.loss_normalizing_factor,
+                                              objective=methods.step_objective(tuning),
+                                              regularizer=methods.step_regularizer(tuning, model, base.params))
 
   # ---------------------------------------------------------------- MODEL_DIR: one trainer, one run
   primary = multihost.is_primary()  # the host that writes files and prints
@@ -181,7 +184,8 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
     checkpointer = state_lib.TrainCheckpointer(model_dir, keep=checkpoint.keep,
                                                keep_best_metric=evaluator_lib.SCORE_KEY,
                                                frozen_checkpoint=restore.path, peft_export=peft,
-                                               scan_layers=model.cfg.scan_layers, trainable=trainable)
+                                               scan_layers=model.cfg.scan_layers, trainable=trainable,
+                                               prompt_of=export)
     try:
       restored = checkpointer.restore_latest(state)
     except state_lib.CheckpointError as err:
@@ -201,10 +205,15 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
       gin_config.write_config(model_dir)
     writer = metrics_writer.MetricsWriter(model_dir, enabled=primary, start_step=start)
     best, evals_without_gain = _early_stopping_state(restored)
-    batches = pipeline.train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
-                                     batch_size, seed, position=position,
-                                     length_buckets=dataset.length_buckets,
-                                     pack_prompt_length=model.prompt_length if dataset.pack else None)
+    if tuning.rank_loss:
+      batches = pipeline.ranked_train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
+                                              batch_size, seed, position=position)
+    else:
+      batches = pipeline.train_batches(dataset.mixture_or_task_name, dataset.task_feature_lengths,
+                                       batch_size, seed, position=position,
+                                       length_buckets=dataset.length_buckets,
+                                       pack_prompt_length=model.prompt_length if dataset.pack else None,
+                                       member_prompt_ids=task_ids is not None)
     dropout_rng = jax.random.PRNGKey(seed + 1)
 
     # -------------------------------------------------------------- loop
@@ -247,8 +256,9 @@ def train(*, model: model_lib.PromptT5 = gin.REQUIRED, dataset: DatasetConfig = 
         note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
         if best is None or score_of(metrics) > score_of(best[1]):
           best, evals_without_gain = (step, metrics), 0
-          if primary and model_lib.PROMPT_KEY in state.params:
-            prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), state.params)
+          exported = export(state.params)
+          if primary and exported is not None:
+            prompt_io.save_npy(os.path.join(model_dir, "prompt_best.npy"), exported)
         else:
           evals_without_gain += 1
       stopping = bool(patience) and evals_without_gain >= patience

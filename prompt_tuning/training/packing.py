@@ -106,7 +106,10 @@ def packed_features(rows: Sequence[_Row], batch_size: int, encoder_length: int,
 
 
 def num_examples(batch) -> int:
-  """Examples in a batch: packed rows count their segments, padded rows count when non-empty."""
+  """Examples in a batch: packed rows count their segments, rank-classification candidates
+  (`rank_correct` [examples, candidates]) their examples, padded rows count when non-empty."""
+  if "rank_correct" in batch:
+    return int(np.asarray(batch["rank_correct"]).shape[0])
   if "encoder_segment_ids" in batch:
     return int(np.asarray(batch["encoder_segment_ids"]).max(axis=1).sum())
   return int((np.asarray(batch["decoder_target_tokens"]) > 0).any(axis=1).sum())

@@ -25,6 +25,7 @@ from prompt_tuning.training.packing import PACKED_FEATURES
 
 Array = jax.Array
 Batch = Mapping[str, Array]
+Objective = Callable[[Array, Batch], tuple[Array, dict]]  # (logits, batch) -> (loss, stats)
 MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
 # Per-example prompt choice (a prompt table), and the layout of packed rows.
 OPTIONAL_FEATURES = ("prompt_ids",) + PACKED_FEATURES
@@ -44,13 +45,16 @@ class TrainState:
 
 def loss_fn(trainable: Any, frozen: Any, batch: Batch, dropout_rng: Optional[Array], *,
             module: model_lib.PromptT5, z_loss: float = 1e-4,
-            loss_normalizing_factor: Optional[float] = None):
-  """T5X loss of the prompted model; dropout is on when `dropout_rng` is given."""
+            loss_normalizing_factor: Optional[float] = None, objective: Optional[Objective] = None):
+  """T5X loss of the prompted model (or `objective(logits, batch)`, e.g. a rank-classification
+  loss of `training.rank_loss`); dropout is on when `dropout_rng` is given."""
   params = model_lib.merge(trainable, frozen)
   kwargs = {k: batch[k] for k in MODEL_FEATURES}
   kwargs.update({k: batch[k] for k in OPTIONAL_FEATURES if k in batch})
   rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
   logits = module.apply({"params": params}, **kwargs, deterministic=dropout_rng is None, rngs=rngs)
+  if objective is not None:
+    return objective(logits, batch)
   return loss_lib.cross_entropy_loss(logits, batch["decoder_target_tokens"],
                                      batch.get("decoder_loss_weights"), z_loss,
                                      loss_normalizing_factor)
@@ -85,12 +89,20 @@ def _grads(trainable, frozen, batch, rng, loss, num_microbatches: int):
 
 def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Optional[Array], *,
                module: model_lib.PromptT5, tx: optax.GradientTransformation, z_loss: float = 1e-4,
-               loss_normalizing_factor: Optional[float] = None, num_microbatches: int = 1):
-  """One optimizer step on the trainable subtree. `rng=None` turns dropout off."""
+               loss_normalizing_factor: Optional[float] = None, num_microbatches: int = 1,
+               objective: Optional[Objective] = None,
+               regularizer: Optional[Callable[[Any], Array]] = None):
+  """One optimizer step on the trainable subtree. `rng=None` turns dropout off.
+  `regularizer(trainable)` (e.g. `training.wayward`) is added to the loss once per step, whatever
+  the microbatches."""
   loss = functools.partial(loss_fn, module=module, z_loss=z_loss,
-                           loss_normalizing_factor=loss_normalizing_factor)
+                           loss_normalizing_factor=loss_normalizing_factor, objective=objective)
   step_rng = None if rng is None else jax.random.fold_in(rng, state.step)
   stats, grads = _grads(state.params, frozen, batch, step_rng, loss, num_microbatches)
+  if regularizer is not None:
+    penalty, penalty_grads = jax.value_and_grad(regularizer)(state.params)
+    grads = jax.tree.map(jnp.add, grads, penalty_grads)
+    stats["loss"], stats["regularizer"] = stats["loss"] + penalty, penalty
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   stats["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))

@@ -71,3 +71,21 @@ def test_script_errors_are_one_line(tmp_path, capsys):
   assert prompt_neighbors.main([path, QUICKSTART]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("prompt_neighbors: error:") and "model size" in err[0]
+
+
+def test_text_agreement_counts_the_positions_still_at_their_text_token():
+  """A wayward prompt's report: positions whose nearest piece is the text's token there, the top-k
+  count, the wayward distance ||P - E||^2 / P and the projection."""
+  embedding = np.asarray(neighbors.input_embedding(QUICKSTART), np.float32)
+  text = "the pasta was superb ."
+  ids = prompts.encode_text(None, text)
+  prompt = embedding[ids].copy()
+  exact = neighbors.text_agreement(prompt, embedding, text)
+  assert exact["tokens"] == exact["nearest"] == exact["top_k"] == len(ids) and exact["distance"] == 0
+  assert exact["projection"] == " ".join(neighbors.token_name(i) for i in ids)
+  prompt[1] = embedding[prompts.encode_text(None, "awful")[0]]  # one position moved onto another word
+  moved = neighbors.text_agreement(prompt, embedding, text)
+  assert moved["nearest"] == len(ids) - 1
+  np.testing.assert_allclose(moved["distance"], np.sum((prompt - embedding[ids]) ** 2) / len(ids), rtol=1e-5)
+  with pytest.raises(ValueError, match=f"the text has {len(ids)} tokens but the prompt {len(ids) - 1} positions"):
+    neighbors.text_agreement(prompt[:-1], embedding, text)

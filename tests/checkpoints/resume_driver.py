@@ -21,6 +21,10 @@ import numpy as np
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import state as state_lib
 from prompt_tuning.model import prompted as model_lib
+from prompt_tuning.model import prompts
+from prompt_tuning.model.extended import decoder_prompt
+from prompt_tuning.model.extended import deep
+from prompt_tuning.model.extended import ia3
 from prompt_tuning.runs import metrics_writer
 from prompt_tuning.training import optim
 from prompt_tuning.training import step as train_step
@@ -49,16 +53,21 @@ def main(argv=None):
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", required=True)
   ap.add_argument("--trainable", default="prompt/.*", help="one TRAINABLE pattern")
+  ap.add_argument("--methods", action="store_true",
+                  help="also IA3, per-layer prompts and a decoder prompt (their subtrees train too)")
   args = ap.parse_args(argv)
 
-  module = model_lib.build(CFG, prompt_length=PROMPT_LENGTH)
-  backbone = restore.restore_frozen(module, args.backbone, trainable=[args.trainable])
+  methods = dict(ia3=ia3.ia3(), deep_prompt=deep.deep_prompt(layers=[0]),
+                 decoder_prompt=decoder_prompt.decoder_prompt(2)) if args.methods else {}
+  module = model_lib.build(CFG, prompt_length=PROMPT_LENGTH, **methods)
+  patterns = [args.trainable] + [f"{name}/.*" for name in methods]
+  backbone = restore.restore_frozen(module, args.backbone, trainable=patterns)
   tx = (optim.adafactor(learning_rate=0.3) if args.trainable == "prompt/.*" else
         optim.adafactor(learning_rate=1e-3, weight_decay_rate=None, factored=True))
   checkpointer = state_lib.TrainCheckpointer(args.model_dir, keep=2, frozen_checkpoint=args.backbone,
-                                             trainable=[args.trainable])
-  prompt = restore.restore_prompt(module, backbone, rng=jax.random.PRNGKey(args.seed))
-  trainable, frozen = model_lib.split(model_lib.merge(prompt, backbone), [args.trainable])
+                                             trainable=patterns)
+  prompt = model_lib.init_prompt(module, prompts.random_uniform(), jax.random.PRNGKey(args.seed), backbone)
+  trainable, frozen = model_lib.split(model_lib.merge(prompt, backbone), patterns)
   state, position, rng = train_step.TrainState.create(trainable, tx), 0, jax.random.PRNGKey(args.seed + 1)
   restored = checkpointer.restore_latest(state)
   if restored is not None:

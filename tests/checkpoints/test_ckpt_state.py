@@ -129,25 +129,29 @@ def test_peft_export_on_save(tmp_path):
   np.testing.assert_array_equal(prompt_io.load_peft(str(tmp_path / "prompts" / "peft_3"), (3, 4)), 0.25)
 
 
-def _driver(backbone, model_dir, out, cache, trainable, steps=40):
+def _driver(backbone, model_dir, out, cache, trainable, steps=40, methods=False):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(cache),
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
          "PYTHONPATH": ROOT}
   cmd = [sys.executable, "-m", "tests.checkpoints.resume_driver", "--backbone", str(backbone),
          "--model_dir", str(model_dir), "--steps", str(steps), "--save_every", "2", "--out", str(out),
-         "--trainable", trainable]
+         "--trainable", trainable] + (["--methods"] if methods else [])
   return cmd, env
 
 
-@pytest.mark.parametrize("trainable", ["prompt/.*", ".*"], ids=["prompt_tuning", "model_tuning"])
-def test_sigkill_and_resume_is_bit_identical(tmp_path, trainable):
+@pytest.mark.parametrize("trainable,methods", [("prompt/.*", False), (".*", False), ("prompt/.*", True)],
+                         ids=["prompt_tuning", "model_tuning", "prompt_methods"])
+def test_sigkill_and_resume_is_bit_identical(tmp_path, trainable, methods):
+  """A run killed at a random moment and restarted ends bit for bit as one that was not: prompt
+  tuning, model tuning, and the prompt with IA3, per-layer and decoder prompts (their subtrees
+  and optimizer state checkpointed beside it)."""
   backbone = lib.write_random_backbone(tmp_path / "backbone", lib.tiny_cfg())
   # A compilation cache shared by the three runs (and later test sessions): only the first compiles.
   cache = os.path.join(tempfile.gettempdir(), "prompt_tuning_tests_jax_cache")
-  cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache, trainable)
+  cmd, env = _driver(backbone, tmp_path / "straight", tmp_path / "straight.npy", cache, trainable, methods=methods)
   subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
 
-  cmd, env = _driver(backbone, tmp_path / "killed", tmp_path / "killed.npy", cache, trainable)
+  cmd, env = _driver(backbone, tmp_path / "killed", tmp_path / "killed.npy", cache, trainable, methods=methods)
   proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   for line in proc.stdout:
     if line.strip() == "saved 4":

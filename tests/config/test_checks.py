@@ -81,6 +81,20 @@ BAD = {
     "sample.temperature": (float("inf"), "is not a finite number"),
     "sample.top_k": (-1, "is below 0"),
     "sample.top_p": (0.0, "is outside (0, 1]"),
+    "NUM_TASKS": (0, "is below 1"),
+    "MULTITASK_COMBINE": ("mul", "is not one of 'add', 'concat', 'project'"),
+    "MULTITASK_TASK_LENGTH": (0, "is below 1"),
+    "MULTITASK_TASK_SOURCE": ("first_token", "is not one of 'sentinel', 'prompt_ids'"),
+    "REPARAM_FORM": ("lstm", "is not one of 'mlp', 'residual'"),
+    "REPARAM_HIDDEN": (-1, "is below 0"),
+    "REPARAM_ACTIVATION": ("swish", "is not one of 'tanh', 'relu', 'gelu'"),
+    "WAYWARD_TEXT": ("", "is not a non-empty string"),
+    "WAYWARD_GAMMA": (-0.01, "is not at least 0"),
+    "RANK_LOSS": ("perceptron", "is not one of 'softmax', 'hinge'"),
+    "RANK_MARGIN": (float("nan"), "is not a finite number"),
+    "PER_LAYER_LAYERS": ([1, -1], "is not None or a list of layer numbers"),
+    "PER_LAYER_MODE": ("prefix", "is not one of 'replace', 'add'"),
+    "DECODER_PROMPT_LENGTH": (-1, "is below 0"),
 }
 MORE_BAD = [  # a second kind of bad value for the settings with structure
     ("TASK_FEATURE_LENGTHS", "512", "is not a dict"),
@@ -96,6 +110,8 @@ MORE_BAD = [  # a second kind of bad value for the settings with structure
     ("BATCH_SIZE", None, "is not a whole number"),
     ("MODEL", None, "is not a prompted T5 model"),
     ("TRAINABLE", ["encoder/(.*"], "holds 'encoder/(.*', not a regular expression"),
+    ("PER_LAYER_LAYERS", [1, 1], "names a layer twice"),
+    ("PER_LAYER_LAYERS", "1", "is not None or a list of layer numbers"),
 ]
 GOOD = {
     "MIXTURE_OR_TASK_NAME": "taskless_super_glue_rte_v102", "TASK_FEATURE_LENGTHS": {"inputs": 512, "targets": 8},
@@ -118,6 +134,10 @@ GOOD = {
     "random_uniform.scale": 0.5, "sampled_vocab.population_size": 5000, "PROMPT_INIT": None,
     "DECODE_FN": len, "beam_search.num_decodes": 4, "beam_search.beam_size": None, "beam_search.alpha": 0,
     "sample.num_decodes": 1, "sample.temperature": 0.0, "sample.top_k": 0, "sample.top_p": 1.0,
+    "NUM_TASKS": 8, "MULTITASK_COMBINE": "project", "MULTITASK_TASK_LENGTH": None,
+    "MULTITASK_TASK_SOURCE": "prompt_ids", "REPARAM_FORM": "residual", "REPARAM_HIDDEN": 0,
+    "REPARAM_ACTIVATION": "relu", "WAYWARD_TEXT": None, "WAYWARD_GAMMA": 0.01, "RANK_LOSS": None,
+    "RANK_MARGIN": 0.2, "PER_LAYER_LAYERS": (0, 3), "PER_LAYER_MODE": "add", "DECODER_PROMPT_LENGTH": 0,
 }
 # Macros of configs/ checked by their own code: output folders, prompt files, the model's choices.
 CHECKED_ELSEWHERE = {"MODEL_DIR", "EVAL_OUTPUT_DIR", "INFER_OUTPUT_DIR",  # checks.output_folder
@@ -223,3 +243,16 @@ def test_unwritable_output_folders_are_refused(tmp_path):
       checks.output_folder(str(folder / "run"), "MODEL_DIR")
   finally:
     undo()
+
+
+def test_the_prompt_methods_choices_are_the_modules_own():
+  """The table lists the choices the methods' modules implement (the config layer imports none)."""
+  from prompt_tuning.model.extended import deep, multitask, reparam
+  from prompt_tuning.training import rank_loss
+  for macro, choices in (("MULTITASK_COMBINE", multitask.COMBINES), ("MULTITASK_TASK_SOURCE", multitask.TASK_SOURCES),
+                         ("REPARAM_FORM", reparam.FORMS), ("REPARAM_ACTIVATION", reparam.ACTIVATIONS),
+                         ("PER_LAYER_MODE", deep.MODES), ("RANK_LOSS", rank_loss.KINDS)):
+    for choice in choices:
+      checks.check({macro: choice})
+    with pytest.raises(UsageError, match=", ".join(map(repr, choices)) + r":"):
+      checks.check({macro: "none of them"})

@@ -1,7 +1,6 @@
 """SPoT's prompt similarities and the script that ranks source prompts for a target."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +9,8 @@ import pytest
 from prompt_tuning.analysis import prompt_similarity as sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import rank_source_prompts  # noqa: E402  the script, in-process
 
 
 def _cos(a, b):
@@ -45,28 +46,33 @@ def test_sources_rank_most_similar_first():
     sim.similarities(np.ones((2, 2, 4)), np.ones((2, 4)))
 
 
-def _script(*args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "rank_source_prompts.py"), *args],
-                        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT},
-                        timeout=300)
+class _Result:
+  def __init__(self, returncode, out):
+    self.returncode, self.stdout, self.stderr = returncode, out.out, out.err
 
 
-def test_script_prints_the_table_and_json(tmp_path):
+def _script(capsys, *args):
+  """The script's main on `args`: its exit status, stdout and stderr."""
+  code = rank_source_prompts.main(list(args))
+  return _Result(code, capsys.readouterr())
+
+
+def test_script_prints_the_table_and_json(tmp_path, capsys):
   rng = np.random.RandomState(2)
   target = rng.normal(size=(4, 8)).astype(np.float32)
   np.save(tmp_path / "target.npy", target)
   np.save(tmp_path / "close.npy", target + 0.05)
   np.save(tmp_path / "b.npy", rng.normal(size=(4, 8)).astype(np.float32))
-  text = _script(str(tmp_path / "target.npy"), str(tmp_path / "close.npy"), f"random={tmp_path}/b.npy")
+  text = _script(capsys, str(tmp_path / "target.npy"), str(tmp_path / "close.npy"), f"random={tmp_path}/b.npy")
   assert text.returncode == 0, text.stderr
   lines = text.stdout.splitlines()
   assert lines[0].split() == ["rank", "source", *sim.MEASURES]
   assert lines[1].split()[:2] == ["1", "close"] and lines[2].split()[:2] == ["2", "random"]
-  out = _script(str(tmp_path / "target.npy"), str(tmp_path / "close.npy"), f"random={tmp_path}/b.npy", "--json")
+  out = _script(capsys, str(tmp_path / "target.npy"), str(tmp_path / "close.npy"), f"random={tmp_path}/b.npy", "--json")
   ranking = json.loads(out.stdout)["ranking"]
   assert [r["source"] for r in ranking] == ["close", "random"]
   assert ranking[0]["average_tokens"] == pytest.approx(float(lines[1].split()[2]), abs=1e-4)
-  bad = _script(str(tmp_path / "target.npy"), f"x={tmp_path}/b.npy", f"x={tmp_path}/close.npy")
+  bad = _script(capsys, str(tmp_path / "target.npy"), f"x={tmp_path}/b.npy", f"x={tmp_path}/close.npy")
   assert bad.returncode == 2 and bad.stderr.startswith("rank_source_prompts: error: two sources share a name")
-  missing = _script(str(tmp_path / "target.npy"), str(tmp_path / "none.npy"))
+  missing = _script(capsys, str(tmp_path / "target.npy"), str(tmp_path / "none.npy"))
   assert missing.returncode == 2 and "does not exist" in missing.stderr and missing.stdout == ""

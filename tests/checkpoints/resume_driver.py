@@ -57,7 +57,7 @@ def main(argv=None):
                   help="also IA3, per-layer prompts and a decoder prompt (their subtrees train too)")
   args = ap.parse_args(argv)
 
-  methods = dict(ia3=ia3.ia3(), deep_prompt=deep.deep_prompt(layers=[0]),
+  methods = dict(ia3=ia3.ia3(), deep_prompt=deep.deep_prompt(layers=[0], mode="add"),
                  decoder_prompt=decoder_prompt.decoder_prompt(2)) if args.methods else {}
   module = model_lib.build(CFG, prompt_length=PROMPT_LENGTH, **methods)
   patterns = [args.trainable] + [f"{name}/.*" for name in methods]

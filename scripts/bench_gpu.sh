@@ -1,18 +1,8 @@
 #!/usr/bin/env bash
 # Our benchmark and the PEFT peer on the same card, in one run, so results are ratios.
 # Usage: scripts/bench_gpu.sh PEER_SCRIPT OUT_JSONL
-# Each group has its own time limit so that one slow compile cannot take the others down.
-set -u
-peer=$1
-out=$2
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
+source "$(dirname "$0")/bench_gpu_common.sh"
 w="--batch 32 --inputs-len 512 --targets-len 8 --prompt-len 100"
-run() {
-  local limit=$1; shift
-  echo "# $(date -u +%H:%M:%S) $*" >&2
-  timeout "$limit" "$@" | tee -a "$out"
-}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
 run 140 python -m prompt_tuning.bench --sizes base,small,large $w --matmul-peak --profile
 run 95 python "$peer" --sizes small,base,large,xl $w
 # XL and XXL in separate processes: a slow compile of one cannot take the other down. XL runs

@@ -4,18 +4,8 @@
 # card in one run, so results are ratios. A second device call next to scripts/bench_gpu.sh,
 # whose 570 s are taken by prompt tuning.
 # Usage: scripts/bench_gpu_model_tuning.sh PEER_SCRIPT OUT_JSONL
-# Each group has its own time limit so that one slow compile cannot take the others down.
-set -u
-peer=$1
-out=$2
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
+source "$(dirname "$0")/bench_gpu_common.sh"
 w="--batch 32 --inputs-len 512 --targets-len 8"
-run() {
-  local limit=$1; shift
-  echo "# $(date -u +%H:%M:%S) $*" >&2
-  timeout "$limit" "$@" | tee -a "$out"
-}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out"
 run 150 python -m prompt_tuning.bench --sizes base,small,large $w --trainable all
 run 120 python "$peer" --sizes small,base,large --mode full $w
 # XL at batch 32 x 512 (scanned layers compile faster), in processes of their own.

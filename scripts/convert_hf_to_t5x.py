@@ -5,7 +5,6 @@ state, so use T5X's fallback_to_scratch for the optimizer). Also prints the matc
 
   python scripts/convert_hf_to_t5x.py ~/models/t5-base-lm-adapt /ckpts/t5_base_lm_adapt/checkpoint_0
 """
-import argparse
 import dataclasses
 import json
 import sys
@@ -13,6 +12,7 @@ import sys
 import jax.numpy as jnp
 from flax import traverse_util
 
+from prompt_tuning.config import cli
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import t5x
 
@@ -29,8 +29,7 @@ def convert(src: str, dst: str, dtype=None) -> dict:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("hf_dir", help="folder with config.json and model.safetensors / pytorch_model.bin")
   ap.add_argument("output", help="new checkpoint folder (must not exist)")
   ap.add_argument("--dtype", default="float32", help="stored dtype (float32 like the released T5X checkpoints)")

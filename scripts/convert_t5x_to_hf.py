@@ -9,10 +9,10 @@ untied from the embedding, as T5 1.1 has it (`prompt_tuning.checkpoints.hf.write
       gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000 /models/t5_base_lm100k
   python -c "from transformers import T5ForConditionalGeneration as T; T.from_pretrained('/models/t5_base_lm100k')"
 """
-import argparse
 import json
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.checkpoints import hf
 from prompt_tuning.checkpoints import restore
 from prompt_tuning.checkpoints import shapes
@@ -29,8 +29,7 @@ def convert(src: str, dst: str, dtype=None, relative_attention_max_distance=None
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("checkpoint", help="T5X checkpoint folder (checkpoint_<step>) or Hugging Face T5 1.1 folder")
   ap.add_argument("output", help="new folder (must not exist)")
   ap.add_argument("--dtype", default=None, help="stored dtype of the weights, e.g. float32 or bfloat16 "

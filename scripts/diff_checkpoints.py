@@ -9,11 +9,11 @@ Exit status: 0 identical (within --atol), 1 different, 2 error. Example:
   python scripts/diff_checkpoints.py --params_only ckpt_a ckpt_b
   python scripts/diff_checkpoints.py --params_only t5x/checkpoint_1100000 ~/models/t5-base-lm-adapt
 """
-import argparse
 import sys
 
 import numpy as np
 
+from prompt_tuning.config import cli
 from prompt_tuning.checkpoints import reader
 
 
@@ -39,8 +39,7 @@ def diff(a: str, b: str, atol: float = 0.0, params_only: bool = False) -> list[s
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("a")
   ap.add_argument("b")
   ap.add_argument("--atol", type=float, default=0.0, help="largest absolute difference still counted as equal")

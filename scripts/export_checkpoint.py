@@ -9,15 +9,14 @@ loads in transformers. The checkpoint exported is the run's best evaluation unle
   python scripts/export_checkpoint.py /tmp/rte_base_model_tuning /models/rte_base_tuned
   python scripts/export_checkpoint.py /tmp/rte_base_model_tuning /models/rte_base_tuned_hf --format hf
 """
-import argparse
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.checkpoints import export
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("model_dir", help="a training run's MODEL_DIR")
   ap.add_argument("output", help="new folder (must not exist)")
   ap.add_argument("--format", default="t5x", choices=export.FORMATS,

@@ -9,17 +9,15 @@ base_model_name_or_path). Then `PeftModel.from_pretrained(T5ForConditionalGenera
   python scripts/export_peft.py /tmp/rte_base/prompt_best.npy /tmp/rte_base /tmp/rte_adapter
   python scripts/export_peft.py prompt.npy ~/models/t5-base-lm-adapt adapter/
 """
-import argparse
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.runs import peft_export
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("prompt", help="prompt .npy [length, d_model] or PEFT adapter folder")
   ap.add_argument("source", help="the run's MODEL_DIR, or the frozen checkpoint (T5X or Hugging Face)")
   ap.add_argument("output", help="new adapter folder (must not exist)")

@@ -13,17 +13,15 @@ Each task prompt serves the plain model on the task's inputs without the task-in
 (the multi-task model drops it before encoding), e.g. with runs/prompt_eval.gin and
 --gin.PROMPT_FILE=/tmp/mt_tasks/sentiment.npy.
 """
-import argparse
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.config.errors import UsageError
 from prompt_tuning.runs import methods
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("table", help="a multi-task run's prompt file [tasks, length, d_model]")
   ap.add_argument("output", help="folder for the task prompts")
   ap.add_argument("--names", default="", help="comma-separated task names, in task-index order "

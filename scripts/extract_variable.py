@@ -10,17 +10,16 @@ given relative to the parameters (`token_embedder/embedding`) or in full. Exampl
   python scripts/extract_variable.py MODEL_DIR/checkpoint_3000 prompt/prompt prompt.npy
   python scripts/extract_variable.py ~/models/t5-base-lm-adapt --list
 """
-import argparse
 import sys
 
 import numpy as np
 
+from prompt_tuning.config import cli
 from prompt_tuning.checkpoints import reader
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("checkpoint", help="checkpoint folder (or msgpack file, MODEL_DIR, Hugging Face folder), local or gs://")
   ap.add_argument("name", nargs="?", help="variable name, '/' or '.' separated; omit with --list")
   ap.add_argument("output", nargs="?", help="the .npy file to write")

@@ -14,18 +14,16 @@ neighbours (the paper: a class-label initialization usually stays there after tr
 text's token there, or among the top k, gives the wayward distance and the prompt's projection
 (each position's nearest piece).
 """
-import argparse
 import json
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.analysis import neighbors
 from prompt_tuning.checkpoints import prompt_io
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("prompt", help="prompt .npy [length, d_model] or PEFT adapter folder")
   ap.add_argument("checkpoint", help="the frozen model's checkpoint (T5X folder or HF T5 folder)")
   ap.add_argument("--top_k", type=int, default=5, help="neighbours per position (default 5)")

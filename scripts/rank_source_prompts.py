@@ -12,11 +12,11 @@ average cosine, and the per-token best-match cosine); --json prints the same as 
 Then start the target run from the best source: --gin_file=prompts/from_file.gin
 --gin.PROMPT_FILE=<that source's prompt>.
 """
-import argparse
 import json
 import os
 import sys
 
+from prompt_tuning.config import cli
 from prompt_tuning.analysis import prompt_similarity
 from prompt_tuning.checkpoints import prompt_io
 
@@ -29,9 +29,7 @@ def _named(spec: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                               epilog=__doc__.split("\n\n", 1)[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.doc_parser(__doc__)
   ap.add_argument("target", help="a prompt tuned on the target task (.npy or PEFT folder)")
   ap.add_argument("sources", nargs="+", help="candidate source prompts: NAME=PATH or PATH")
   ap.add_argument("--by", default="average_tokens", choices=prompt_similarity.MEASURES,

@@ -34,6 +34,14 @@ class _OneLineParser(argparse.ArgumentParser):
     raise UsageError(f"{message}; see --help for the flags")
 
 
+def doc_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
+  """The parser of a script whose module docstring is its help: the first paragraph as the
+  description, the rest (usage examples, notes) shown as written after the flags."""
+  summary, details = doc.split("\n\n", 1)
+  return argparse.ArgumentParser(description=summary, epilog=details,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
 def flag_parser(prog: str, description: str,
                 parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser = parser_class(

@@ -14,7 +14,6 @@ SIZES = ("small", "base", "large", "xl", "xxl")
 COUNTS = {"figure1": 5 * 2 * 8 * 3 + 5 * 3, "figure3a": 5 * 5 * 8 * 3, "figure3b": 5 * 3 * 8 * 3,
           "figure3c": 5 * 3 * 8 * 3, "figure3d": 5 * 8 * 3, "table1": 2 * 3, "table2": 2 * 2 * 3,
           "table3": 8 * 5, "table3_ensemble": 8, "demo_quickstart": 4 * 3 * 2 + 2}
-MODEL_TUNING = os.path.isfile(os.path.join(CONFIGS, "runs", "model_finetune.gin"))
 
 
 def _runs(name, *flags):
@@ -41,7 +40,6 @@ def test_shipped_sweeps_pass_the_gin_checks(capsys, tmp_path, name, flags):
   assert out[0].startswith(f"{len(out) - 1} runs in {tmp_path} (dry run")
 
 
-@pytest.mark.skipif(not MODEL_TUNING, reason="model tuning (runs/model_finetune.gin) is not in yet")
 @pytest.mark.parametrize("name", ["figure1", "table1", "table2", "demo_quickstart"])
 def test_sweeps_with_model_tuning_pass_the_gin_checks(capsys, tmp_path, name):
   code, _, err = run(capsys, f"--sweep_file={name}", "--sweep=SEED=0", f"--root={tmp_path}", "--dry_run")
